@@ -1,0 +1,1 @@
+"""eibacl: DA-Fusion synthetic data for supervised contrastive learning."""

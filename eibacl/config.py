@@ -1,0 +1,256 @@
+"""Every parameter of every entry point, with its one default.
+
+The dataclasses below are the single source of truth: the Python API takes them,
+`entrypoints/` parses command lines into them, and `MLproject` is generated from
+them (`python -m eibacl.mlproject`; a test fails when the file is stale).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A parameter value a user gave is invalid; the message names it and the fix."""
+
+
+def param(default: Any, help: str) -> Any:  # noqa: A002 - mirrors argparse
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class DataConfig:
+    data: str = param(
+        "fashion-mnist",
+        "Image source: 'fashion-mnist' or 'folder:<path>' (one sub-folder per class).",
+    )
+    id_classes: str = param(
+        "",
+        "In-distribution classes: comma-separated names, a count drawn at random, "
+        "or empty for every class not held out.",
+    )
+    ood_classes: str = param(
+        "Pullover,Shirt,Ankle boot",
+        "Held-out near-OOD classes: comma-separated names, or a count drawn at random.",
+    )
+    shots: int = param(50, "Training images per in-distribution class (few-shot).")
+    val_per_class: int = param(100, "Validation images per in-distribution class.")
+    test_per_class: int = param(0, "Test images per class (0 = all available).")
+    test_fraction: float = param(
+        0.2, "Share of objects per class used for test when the source has no test split."
+    )
+    image_size: int = param(32, "Side length in pixels images are resized to.")
+    split_seed: int = param(0, "Seed of the class and image split (same split across seeds).")
+    skip_corrupt: bool = param(False, "Skip unreadable images (counted) instead of failing.")
+
+    def validate(self) -> None:
+        _require(self.shots >= 1, "shots", self.shots, "use shots >= 1")
+        _require(self.val_per_class >= 1, "val_per_class", self.val_per_class, "use >= 1")
+        _require(self.test_per_class >= 0, "test_per_class", self.test_per_class, "use >= 0")
+        _require(0 < self.test_fraction < 1, "test_fraction", self.test_fraction, "use 0..1")
+        _require(8 <= self.image_size <= 1024, "image_size", self.image_size, "use 8..1024 pixels")
+
+
+@dataclass
+class ModelConfig:
+    encoder: str = param(
+        "resnet-small",
+        "Encoder: 'resnet-small' (small-image ResNet, 28-64 px) or a torchvision "
+        "'resnet18' | 'resnet34' | 'resnet50'.",
+    )
+    width: int = param(32, "Base width of resnet-small (channels of its first stage).")
+    projection_dim: int = param(128, "Output dimension of the projection head.")
+
+    def validate(self) -> None:
+        _require(self.width >= 4, "width", self.width, "use width >= 4")
+        _require(self.projection_dim >= 2, "projection_dim", self.projection_dim, "use >= 2")
+
+
+@dataclass
+class OptimConfig:
+    epochs: int = param(60, "Training epochs.")
+    batch_size: int = param(128, "Real images per batch (each gives two views in SupCon).")
+    lr: float = param(2e-3, "Peak learning rate (AdamW, warm-up then cosine decay).")
+    weight_decay: float = param(1e-4, "AdamW weight decay.")
+    warmup_epochs: int = param(3, "Linear learning-rate warm-up epochs.")
+    seed: int = param(0, "Seed of initialisation, batches and augmentations.")
+    device: str = param("auto", "'auto' (CUDA with bf16 autocast when present), 'cpu' or 'cuda'.")
+    eval_every: int = param(10, "Epochs between validation kNN accuracies (0 = only at the end).")
+    resume: str = param("", "Run id of an interrupted run to continue from its last checkpoint.")
+    progress: bool = param(True, "Show progress bars.")
+
+    def validate(self) -> None:
+        _require(self.epochs >= 1, "epochs", self.epochs, "use epochs >= 1")
+        _require(self.batch_size >= 2, "batch_size", self.batch_size, "use batch_size >= 2")
+        _require(self.lr > 0, "lr", self.lr, "use a positive learning rate")
+        _require(self.warmup_epochs >= 0, "warmup_epochs", self.warmup_epochs, "use >= 0")
+        _require(
+            self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
+            "device",
+            self.device,
+            "use 'auto', 'cpu' or 'cuda'",
+        )
+
+
+@dataclass
+class GenerateConfig:
+    generator: str = param("ddpm", "Generator backend: 'ddpm' (embedded) or 'stable-diffusion'.")
+    strength: str = param(
+        "0.25,0.5,0.75",
+        "img2img strength t0 in (0, 1]: one value or a comma-separated list sampled per variant.",
+    )
+    num_synthetic: int = param(4, "In-distribution variants per real training image (M).")
+    num_near_ood: int = param(2, "Near-OOD variants per real training image.")
+    near_ood_recipes: str = param(
+        "class-mix,other-class,high-strength",
+        "Near-OOD recipes, comma-separated: high-strength, class-mix, other-class.",
+    )
+    guidance_scale: float = param(3.0, "Classifier-free guidance scale.")
+    generator_steps: int = param(2500, "Training steps of the embedded ddpm generator.")
+    inference_steps: int = param(
+        25, "Denoising steps of the full schedule (strength runs a share)."
+    )
+    sd_model: str = param(
+        "",
+        "Stable Diffusion 1.x for generator=stable-diffusion: a local diffusers folder "
+        "(or a hub id in the local cache).",
+    )
+    ti_steps: int = param(1000, "Textual-inversion steps per class (stable-diffusion).")
+    use_masks: bool = param(True, "Inpaint the object region when the data has masks (SD).")
+
+    def validate(self) -> None:
+        _require(
+            self.generator in ("ddpm", "stable-diffusion"),
+            "generator",
+            self.generator,
+            "use 'ddpm' or 'stable-diffusion'",
+        )
+        _require(self.num_synthetic >= 0, "num_synthetic", self.num_synthetic, "use >= 0")
+        _require(self.num_near_ood >= 0, "num_near_ood", self.num_near_ood, "use >= 0")
+        _require(self.guidance_scale >= 0, "guidance_scale", self.guidance_scale, "use >= 0")
+        _require(self.generator_steps >= 1, "generator_steps", self.generator_steps, "use >= 1")
+        _require(self.inference_steps >= 1, "inference_steps", self.inference_steps, "use >= 1")
+        for value in strength_list(self.strength):
+            _require(0 < value <= 1, "strength", self.strength, "each value must be in (0, 1]")
+
+
+SYNTHETIC_MODES = ("none", "positives", "positives+negatives")
+
+
+@dataclass
+class SyntheticConfig:
+    synthetic: str = param(
+        "positives+negatives",
+        "Synthetic data in training: none | positives | positives+negatives.",
+    )
+    synthetic_set: str = param(
+        "", "A generate run id or set folder; empty = make or reuse one from the settings."
+    )
+    alpha: float = param(0.5, "Probability that a drawn real image is replaced by a variant.")
+    near_ood_per_batch: int = param(64, "Near-OOD hard negatives per batch (positives+negatives).")
+    oe_weight: float = param(0.5, "Outlier-exposure weight for near-OOD images in the CE baseline.")
+
+    def validate(self) -> None:
+        _require(
+            self.synthetic in SYNTHETIC_MODES,
+            "synthetic",
+            self.synthetic,
+            "use one of " + " | ".join(SYNTHETIC_MODES),
+        )
+        _require(0 <= self.alpha <= 1, "alpha", self.alpha, "use a probability in [0, 1]")
+        _require(
+            self.near_ood_per_batch >= 0, "near_ood_per_batch", self.near_ood_per_batch, "use >= 0"
+        )
+        _require(self.oe_weight >= 0, "oe_weight", self.oe_weight, "use >= 0")
+
+
+@dataclass
+class LossConfig:
+    temperature: float = param(0.1, "SupCon temperature T.")
+
+    def validate(self) -> None:
+        _require(self.temperature > 0, "temperature", self.temperature, "use a temperature > 0")
+
+
+@dataclass
+class EvalConfig:
+    knn_k: int = param(50, "Neighbours of the KNN OOD score (k-th neighbour distance).")
+    register: bool = param(True, "Register the probed encoder and move 'champion' when it wins.")
+
+    def validate(self) -> None:
+        _require(self.knn_k >= 1, "knn_k", self.knn_k, "use knn_k >= 1")
+
+
+def strength_list(text: str) -> list[float]:
+    """Parse '0.5' or '0.25,0.5' into floats, naming `strength` on a bad value."""
+    try:
+        values = [float(part) for part in str(text).split(",") if part.strip()]
+    except ValueError as exc:
+        raise ConfigError(
+            f"strength={text!r} is not a number or comma-separated list of numbers in (0, 1]"
+        ) from exc
+    if not values:
+        raise ConfigError("strength is empty: give one value or a list such as 0.25,0.5,0.75")
+    return values
+
+
+def _require(ok: bool, name: str, value: Any, fix: str) -> None:
+    if not ok:
+        raise ConfigError(f"{name}={value!r} is invalid: {fix}.")
+
+
+def validate(config: Any) -> None:
+    """Run the `validate` of every parameter group the config is made of."""
+    for cls in type(config).__mro__:
+        check = cls.__dict__.get("validate")
+        if check is not None:
+            check(config)
+
+
+class _Checked:
+    """Validates a composed config as soon as it is built (also by `replace`)."""
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+
+@dataclass
+class PretrainConfig(
+    _Checked, SyntheticConfig, GenerateConfig, LossConfig, OptimConfig, ModelConfig, DataConfig
+):
+    """`pretrain`: SupCon on the encoder, optionally with synthetic data."""
+
+
+@dataclass
+class BaselineConfig(
+    _Checked, EvalConfig, SyntheticConfig, GenerateConfig, OptimConfig, ModelConfig, DataConfig
+):
+    """`baseline`: the same network trained with cross-entropy, then evaluated like a probe."""
+
+
+@dataclass
+class ProbeConfig(_Checked, EvalConfig):
+    encoder_uri: str = param(
+        "", "runs:/<id>/encoder or models:/...; empty = the newest finished pretrain run."
+    )
+    device: str = param("auto", "'auto', 'cpu' or 'cuda'.")
+    seed: int = param(0, "Seed of the linear probe.")
+
+
+@dataclass
+class GenerateRunConfig(_Checked, GenerateConfig, DataConfig):
+    """`generate`: make (or find) the synthetic set of a data split."""
+
+    device: str = param("auto", "'auto', 'cpu' or 'cuda'.")
+    seed: int = param(0, "Seed of the generator training and of every variant.")
+    progress: bool = param(True, "Show progress bars.")
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def replace(config: Any, **changes: Any) -> Any:
+    return dataclasses.replace(config, **changes)

@@ -1,0 +1,1 @@
+"""Image sources, splits and batch transforms."""

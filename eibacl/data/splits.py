@@ -1,0 +1,245 @@
+"""Seeded, reproducible splits: classes in and out of distribution, few-shot train,
+validation, test, and the near-OOD sets. Views of one object never straddle a split.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from eibacl.config import ConfigError, DataConfig
+from eibacl.data.imageset import ImageSet
+
+SIDES = ("train", "val", "test", "ood_val", "ood_test")
+
+
+@dataclass
+class Split:
+    """Image ids on each side. `ood_val` (held-out classes, from their training pool) is for
+    model selection on OOD; `ood_test` (their test images) only for reporting."""
+
+    id_classes: list[str]
+    ood_classes: list[str]
+    train: list[str]
+    val: list[str]
+    test: list[str]
+    ood_val: list[str]
+    ood_test: list[str]
+    source_fingerprint: str = ""
+    params: dict = field(default_factory=dict)
+
+    def fingerprint(self) -> str:
+        payload = {k: v for k, v in asdict(self).items() if k != "params"}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self) | {"fingerprint": self.fingerprint()}, indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> Split:
+        data = json.loads(text)
+        data.pop("fingerprint", None)
+        return cls(**data)
+
+    def save(self, path: Path) -> Path:
+        path.write_text(self.to_json())
+        return path
+
+    @classmethod
+    def load(cls, path: Path) -> Split:
+        return cls.from_json(Path(path).read_text())
+
+    def side(self, name: str) -> list[str]:
+        if name not in SIDES:
+            raise KeyError(f"unknown split side {name!r}; sides are {SIDES}")
+        return getattr(self, name)
+
+    def indices(self, imageset: ImageSet, name: str) -> torch.Tensor:
+        """Positions of a side's ids in `imageset` (which must be the source it was made from)."""
+        where = imageset.index_of()
+        missing = [i for i in self.side(name) if i not in where]
+        if missing:
+            raise ValueError(
+                f"{len(missing)} images of the split's {name} side (e.g. {missing[0]!r}) are not "
+                f"in {imageset.source}: the split was made from other data"
+            )
+        return torch.tensor([where[i] for i in self.side(name)], dtype=torch.long)
+
+    def id_labels(self, imageset: ImageSet, indices: torch.Tensor) -> torch.Tensor:
+        """Labels re-numbered 0..len(id_classes)-1 in the order of `id_classes`."""
+        remap = {imageset.class_names.index(name): i for i, name in enumerate(self.id_classes)}
+        return torch.tensor([remap[int(y)] for y in imageset.labels[indices]], dtype=torch.long)
+
+
+def resolve_classes(
+    class_names: list[str], id_spec: str, ood_spec: str, seed: int
+) -> tuple[list[str], list[str]]:
+    """Parse `id_classes` / `ood_classes`: names, a count drawn with `seed`, or '' (the rest)."""
+    rng = random.Random(seed)
+    ood = _parse_spec(ood_spec, class_names, "ood_classes", rng, exclude=_names(id_spec))
+    if id_spec.strip():
+        id_ = _parse_spec(id_spec, class_names, "id_classes", rng, exclude=ood)
+    else:
+        id_ = [c for c in class_names if c not in ood]
+    overlap = sorted(set(id_) & set(ood))
+    if overlap:
+        raise ConfigError(
+            f"classes {overlap} are both in id_classes and ood_classes; a class is one or the other"
+        )
+    if len(id_) < 2:
+        raise ConfigError(
+            f"id_classes resolves to {id_}: at least two in-distribution classes are needed "
+            f"(available: {class_names})"
+        )
+    return id_, ood
+
+
+def _names(spec: str) -> list[str]:
+    spec = spec.strip()
+    if not spec or spec.isdigit():
+        return []
+    return list(dict.fromkeys(s.strip() for s in spec.split(",") if s.strip()))  # no repeats
+
+
+def _parse_spec(
+    spec: str, class_names: list[str], param: str, rng: random.Random, exclude: list[str]
+) -> list[str]:
+    spec = spec.strip()
+    if not spec:
+        return []
+    if spec.isdigit():
+        count = int(spec)
+        choices = [c for c in class_names if c not in exclude]
+        if count > len(choices):
+            raise ConfigError(
+                f"{param}={count} asks for more classes than the {len(choices)} available"
+            )
+        return sorted(rng.sample(choices, count), key=class_names.index)
+    names = _names(spec)
+    unknown = [n for n in names if n not in class_names]
+    if unknown:
+        raise ConfigError(
+            f"{param}: unknown class name(s) {unknown}; the data has {class_names} "
+            f"(or give a number to draw that many at random)"
+        )
+    return names
+
+
+def make_split(imageset: ImageSet, config: DataConfig) -> Split:
+    id_classes, ood_classes = resolve_classes(
+        imageset.class_names, config.id_classes, config.ood_classes, config.split_seed
+    )
+    by_class: dict[str, list[int]] = defaultdict(list)
+    for i, y in enumerate(imageset.labels.tolist()):
+        by_class[imageset.class_names[y]].append(i)
+    sides: dict[str, list[str]] = {side: [] for side in SIDES}
+    for name in id_classes + ood_classes:
+        members = by_class.get(name, [])
+        if not members:
+            raise ConfigError(f"class {name!r} has no images in {imageset.source}")
+        # One generator per class and purpose: a class's test set never depends on shots,
+        # val_per_class or the other classes, so runs that vary them share one test set.
+        test_rng = _class_rng(config.split_seed, name, "test")
+        pool, test = _test_split(imageset, members, config.test_fraction, test_rng, name)
+        test = _cap(test, config.test_per_class, test_rng)
+        rng = _class_rng(config.split_seed, name, "train")
+        if name in id_classes:
+            train, rest = _take_groups(imageset, pool, config.shots, rng)
+            val, _ = _take_groups(imageset, rest, config.val_per_class, rng, exact=False)
+            if len(train) < config.shots or not val:
+                raise ConfigError(_shots_message(imageset, pool, config.shots, name))
+            sides["train"] += [imageset.ids[i] for i in train]
+            sides["val"] += [imageset.ids[i] for i in val]
+            sides["test"] += [imageset.ids[i] for i in test]
+        else:
+            val, _ = _take_groups(imageset, pool, config.val_per_class, rng, exact=False)
+            sides["ood_val"] += [imageset.ids[i] for i in val]
+            sides["ood_test"] += [imageset.ids[i] for i in test]
+    return Split(
+        id_classes=id_classes,
+        ood_classes=ood_classes,
+        source_fingerprint=imageset.fingerprint(),
+        params={k: getattr(config, k) for k in DataConfig.__dataclass_fields__},
+        **sides,
+    )
+
+
+def _class_rng(seed: int, name: str, purpose: str) -> random.Random:
+    return random.Random(f"{seed}/{name}/{purpose}")  # str seeds are hashed stably (sha512)
+
+
+def _groups_of(imageset: ImageSet, members: list[int], rng: random.Random) -> list[list[int]]:
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i in members:
+        groups[imageset.groups[i]].append(i)
+    ordered = [groups[g] for g in sorted(groups)]
+    rng.shuffle(ordered)
+    return ordered
+
+
+def _test_split(
+    imageset: ImageSet, members: list[int], fraction: float, rng: random.Random, name: str
+) -> tuple[list[int], list[int]]:
+    """The source's own test subset when it has one, else a share of the objects."""
+    if any(imageset.subsets[i] for i in members):
+        pool = [i for i in members if imageset.subsets[i] != "test"]
+        test = [i for i in members if imageset.subsets[i] == "test"]
+    else:
+        groups = _groups_of(imageset, members, rng)
+        if len(groups) < 2:
+            raise ConfigError(
+                f"class {name!r} has a single object: it cannot be split into train and test"
+            )
+        n_test = max(1, round(fraction * len(groups)))
+        test = [i for g in groups[:n_test] for i in g]
+        pool = [i for g in groups[n_test:] for i in g]
+    if not test:
+        raise ConfigError(f"class {name!r} has no test image")
+    return pool, test
+
+
+def _take_groups(
+    imageset: ImageSet, members: list[int], count: int, rng: random.Random, exact: bool = True
+) -> tuple[list[int], list[int]]:
+    """Whole objects until `count` images; the last object's extra views are dropped (never
+    given to another side) when `exact`."""
+    taken: list[int] = []
+    groups = _groups_of(imageset, members, rng)
+    used = 0
+    for group in groups:
+        if len(taken) >= count:
+            break
+        taken += group
+        used += 1
+    rest = [i for g in groups[used:] for i in g]
+    return (taken[:count] if exact else taken), rest
+
+
+def _shots_message(imageset: ImageSet, pool: list[int], shots: int, name: str) -> str:
+    """Say how many shots class `name` allows: whole objects must be left for validation."""
+    sizes: dict[str, int] = defaultdict(int)
+    for i in pool:
+        sizes[imageset.groups[i]] += 1
+    if len(sizes) < 2:
+        return (
+            f"class {name!r} has {len(sizes)} object(s) ({len(pool)} images) left for training "
+            "and validation after the test split; it needs at least 2: add images or lower "
+            "test_fraction"
+        )
+    most = len(pool) - max(sizes.values())  # leaves at least one object for validation
+    return (
+        f"shots={shots} is too many for class {name!r}: it has {len(pool)} images for training "
+        f"and validation; lower shots to at most {most}"
+    )
+
+
+def _cap(indices: list[int], cap: int, rng: random.Random) -> list[int]:
+    if cap <= 0 or len(indices) <= cap:
+        return indices
+    return sorted(rng.sample(indices, cap))

@@ -1,0 +1,237 @@
+"""The one place that talks to MLflow.
+
+Default store: `sqlite:///mlflow.db` with artifacts in `./mlruns` (MLflow 3's default
+layout), unless `MLFLOW_TRACKING_URI` says otherwise. Metrics are logged in batches.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import mlflow  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from mlflow.entities import Run  # noqa: E402
+from mlflow.tracking import MlflowClient  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+EXPERIMENT = "eibacl"
+DEFAULT_URI = "sqlite:///mlflow.db"
+METHOD_TAG = "eibacl.method"
+ENTRY_TAG = "eibacl.entry_point"
+SYNTHETIC_TAG = "eibacl.synthetic"
+DATA_TAG = "eibacl.data_digest"
+REGISTERED_MODEL = "eibacl-encoder"
+CHAMPION = "champion"
+MODEL_REQUIREMENTS = ["torch", "torchvision", "numpy", "mlflow"]
+
+
+class TrackingError(RuntimeError):
+    """The tracking location cannot be used; the message says which and how to fix it."""
+
+
+def configure() -> str:
+    """Point MLflow at the project's store and check that it is writable."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI", "")
+    if not uri:
+        uri = DEFAULT_URI
+        os.environ["MLFLOW_TRACKING_URI"] = uri
+    mlflow.set_tracking_uri(uri)
+    for path in _local_paths(uri):
+        _check_writable(path)
+    return uri
+
+
+def _local_paths(uri: str) -> list[Path]:
+    if uri.startswith("sqlite:///"):
+        db = Path(uri[len("sqlite:///") :])
+        return [db.parent if str(db.parent) else Path("."), Path("mlruns")]
+    if uri.startswith("file:") or "://" not in uri:
+        return [Path(uri.removeprefix("file://").removeprefix("file:"))]
+    return []
+
+
+def _check_writable(path: Path) -> None:
+    target = path.resolve()
+    probe = target if target.exists() else target.parent
+    if not os.access(probe, os.W_OK):
+        raise TrackingError(
+            f"the MLflow tracking location {target} is not writable: run from a folder you can "
+            "write to, or set MLFLOW_TRACKING_URI (e.g. sqlite:////tmp/eibacl/mlflow.db or "
+            "http://host:5000)"
+        )
+
+
+def experiment_id() -> str:
+    """The active experiment: MLflow project's env, else 'eibacl' (created if missing)."""
+    env_id = os.environ.get("MLFLOW_EXPERIMENT_ID")
+    if env_id:
+        return env_id
+    name = os.environ.get("MLFLOW_EXPERIMENT_NAME", EXPERIMENT)
+    experiment = mlflow.get_experiment_by_name(name)
+    if experiment is None:
+        return mlflow.create_experiment(name)
+    return experiment.experiment_id
+
+
+@contextmanager
+def start_run(
+    run_name: str | None = None,
+    tags: dict[str, str] | None = None,
+    run_id: str | None = None,
+    nested: bool = False,
+) -> Iterator[mlflow.ActiveRun]:
+    """Start (or resume, or attach to the `mlflow run` project's) run.
+
+    An exception ends the run as FAILED; KeyboardInterrupt as KILLED. Everything logged
+    before stays in the store, and checkpoints allow `resume`.
+    """
+    configure()
+    active = mlflow.active_run()
+    if active is not None and not nested and run_id in (None, active.info.run_id):
+        if tags:
+            mlflow.set_tags(tags)
+        yield active
+        return
+    if run_id is None and not nested and os.environ.get("MLFLOW_RUN_ID"):
+        run_id = os.environ["MLFLOW_RUN_ID"]  # launched by `mlflow run`
+    exp = None if run_id else experiment_id()
+    with mlflow.start_run(
+        run_id=run_id, run_name=run_name, experiment_id=exp, nested=nested, tags=tags
+    ) as run:
+        yield run
+
+
+def log_params(params: dict[str, Any]) -> None:
+    existing = mlflow.get_run(mlflow.active_run().info.run_id).data.params
+    new = {k: _param_text(v) for k, v in params.items() if k not in existing}
+    changed = {k: v for k, v in params.items() if k in existing and existing[k] != _param_text(v)}
+    if changed:
+        log.debug("parameters already logged are kept as they are: %s", changed)
+    if new:
+        mlflow.log_params(new)
+
+
+def _param_text(value: Any) -> str:
+    return str(value)[:6000]
+
+
+def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
+    """One batched write (each sqlite write costs milliseconds)."""
+    clean = {k: float(v) for k, v in metrics.items() if v is not None and np.isfinite(v)}
+    if clean:
+        mlflow.log_metrics(clean, step=step)
+
+
+def set_tags(tags: dict[str, Any]) -> None:
+    mlflow.set_tags({k: str(v) for k, v in tags.items()})
+
+
+def log_figure(figure: Figure, artifact_file: str) -> None:
+    import matplotlib.pyplot as plt
+
+    mlflow.log_figure(figure, artifact_file)
+    plt.close(figure)
+
+
+def log_text(text: str, artifact_file: str) -> None:
+    mlflow.log_text(text, artifact_file)
+
+
+def log_dict(data: dict, artifact_file: str) -> None:
+    mlflow.log_dict(data, artifact_file)
+
+
+def log_artifact(path: Path, artifact_path: str | None = None) -> None:
+    mlflow.log_artifact(str(path), artifact_path)
+
+
+def log_dataset(name: str, source: str, digest: str, context: str, size: int) -> None:
+    """Record the data a run saw as an MLflow dataset input (shown in the UI)."""
+    from mlflow.data.http_dataset_source import HTTPDatasetSource
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.types.schema import ColSpec, Schema
+
+    dataset = MetaDataset(
+        source=HTTPDatasetSource(url=f"https://eibacl.local/{source}"),
+        name=name,
+        digest=digest[:36],
+        schema=Schema([ColSpec("long", "images")]) if size >= 0 else None,
+    )
+    mlflow.log_input(dataset, context=context, tags={"size": str(size), "source": source})
+
+
+def log_encoder(encoder: torch.nn.Module, name: str = "encoder") -> str:
+    """Log the encoder (torch.export format, float images in [0, 1]) and return its URI."""
+    import mlflow.pytorch
+
+    encoder = encoder.cpu().eval()
+    example = torch.rand(2, encoder.in_channels, encoder.image_size, encoder.image_size)
+    info = mlflow.pytorch.log_model(
+        encoder,
+        name=name,
+        input_example=example.numpy(),
+        pip_requirements=MODEL_REQUIREMENTS,
+        serialization_format="pt2",
+    )
+    return info.model_uri
+
+
+def load_encoder(uri: str) -> torch.nn.Module:
+    import mlflow.pytorch
+
+    configure()
+    return mlflow.pytorch.load_model(uri, map_location="cpu")
+
+
+def download(run_id: str, artifact_path: str, dst: Path | None = None) -> Path:
+    configure()
+    dst = dst or Path(tempfile.mkdtemp(prefix="eibacl-"))
+    return Path(
+        mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path=artifact_path, dst_path=str(dst)
+        )
+    )
+
+
+def get_run(run_id: str) -> Run:
+    configure()
+    try:
+        return MlflowClient().get_run(run_id)
+    except Exception as exc:  # noqa: BLE001 - MLflow raises several kinds
+        raise ValueError(
+            f"run {run_id!r} was not found in {mlflow.get_tracking_uri()}: check the id in the "
+            "MLflow UI (mlflow ui --backend-store-uri sqlite:///mlflow.db)"
+        ) from exc
+
+
+def find_runs(filter_string: str, max_results: int = 50) -> list[Run]:
+    """Runs of the active experiment, newest first."""
+    configure()
+    return MlflowClient().search_runs(
+        [experiment_id()],
+        filter_string=filter_string,
+        order_by=["attributes.start_time DESC"],
+        max_results=max_results,
+    )
+
+
+def logged_metric_steps(run_id: str, key: str) -> set[int]:
+    return {m.step for m in MlflowClient().get_metric_history(run_id, key)}
+
+
+def run_json(run_id: str, artifact_path: str) -> dict:
+    return json.loads(download(run_id, artifact_path).read_text())

@@ -1,0 +1,1 @@
+"""Training loops: SupCon pretraining, cross-entropy baseline."""

@@ -1,0 +1,151 @@
+"""The epoch loop shared by every method: schedule, metrics, checkpoints, resume."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from eibacl import tracking
+from eibacl.config import OptimConfig
+from eibacl.evaluate.features import extract_features
+from eibacl.evaluate.scorers import knn_accuracy
+from eibacl.train.batches import BatchSampler
+from eibacl.train.checkpoint import CHECKPOINT_DIR, CHECKPOINT_FILE, save_checkpoint
+from eibacl.train.device import autocast
+
+EpochCallback = Callable[[int, dict[str, float]], None]
+
+
+@dataclass
+class LoopState:
+    """Everything that makes epoch e+1 identical whether or not the run stopped after e."""
+
+    epoch: int = 0  # epochs completed
+    logged_steps: set[int] = field(default_factory=set)
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def knn_validation(
+    encoder: torch.nn.Module,
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    val_x: torch.Tensor,
+    val_y: torch.Tensor,
+    device: torch.device,
+) -> float:
+    was_training = encoder.training
+    train_f = extract_features(encoder, train_x, device=str(device))
+    val_f = extract_features(encoder, val_x, device=str(device))
+    encoder.train(was_training)
+    k = min(20, len(train_f))
+    return knn_accuracy(train_f, train_y, val_f, val_y, k=k)
+
+
+def train_epochs(
+    objective: Any,
+    sampler: BatchSampler,
+    optim: OptimConfig,
+    device: torch.device,
+    validation: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
+    resume: dict[str, Any] | None = None,
+    logged_steps: set[int] | None = None,
+    on_epoch: EpochCallback | None = None,
+    extra_state: dict[str, Any] | None = None,
+) -> LoopState:
+    """Train `objective.network` for `optim.epochs` epochs, logging to the active MLflow run.
+
+    After every epoch the full state is checkpointed (atomically, and as the run's
+    artifact `checkpoints/last.pt`) *before* its metrics are logged, and steps already in
+    the run are never logged again, so a resumed run has no duplicated metric steps.
+    """
+    network = objective.network.to(device)
+    if device.type == "cuda":
+        network = network.to(memory_format=torch.channels_last)
+    params = [p for p in network.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=optim.lr, weight_decay=optim.weight_decay)
+    steps_per_epoch = len(sampler)
+    from eibacl.train.schedule import warmup_cosine
+
+    scheduler = warmup_cosine(
+        optimizer, optim.warmup_epochs * steps_per_epoch, optim.epochs * steps_per_epoch
+    )
+    augment_gen = torch.Generator().manual_seed(optim.seed + 3_000_017)
+    state = LoopState(logged_steps=set(logged_steps or ()))
+    if resume is not None:
+        network.load_state_dict(resume["network"])
+        optimizer.load_state_dict(resume["optimizer"])
+        scheduler.load_state_dict(resume["scheduler"])
+        sampler.load_state(resume["sampler"])
+        augment_gen.set_state(resume["augment"])
+        torch.set_rng_state(resume["torch_rng"])
+        state.epoch = resume["epoch"]
+    checkpoint_path = Path(tempfile.mkdtemp(prefix="eibacl-ckpt-")) / CHECKPOINT_FILE
+    bar = tqdm(
+        range(state.epoch + 1, optim.epochs + 1),
+        desc=objective.method,
+        unit="epoch",
+        disable=not optim.progress,
+        initial=state.epoch,
+        total=optim.epochs,
+    )
+    for epoch in bar:
+        network.train()
+        start, total_loss, seen, batches, synthetic = time.perf_counter(), 0.0, 0, 0, 0
+        for batch in sampler.epoch():
+            with autocast(device):
+                loss, n_images = objective(batch, augment_gen, device)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"the loss became {loss.item()} at epoch {epoch}: lower lr (now {optim.lr})"
+                    " or raise temperature"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            total_loss += loss.item()
+            seen += n_images
+            batches += 1
+            synthetic += batch.synthetic_drawn
+        elapsed = time.perf_counter() - start
+        metrics = {
+            "train/loss": total_loss / max(1, batches),
+            "train/lr": scheduler.get_last_lr()[0],
+            "train/images_per_s": seen / max(elapsed, 1e-9),
+            "train/synthetic_drawn": float(synthetic),
+        }
+        is_last = epoch == optim.epochs
+        if (optim.eval_every and epoch % optim.eval_every == 0) or is_last:
+            metrics["val/knn_accuracy"] = knn_validation(
+                network.encoder, *validation, device=device
+            )
+        state.epoch = epoch
+        save_checkpoint(
+            checkpoint_path,
+            {
+                "epoch": epoch,
+                "network": network.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "sampler": sampler.state(),
+                "augment": augment_gen.get_state(),
+                "torch_rng": torch.get_rng_state(),
+                **(extra_state or {}),
+            },
+        )
+        tracking.log_artifact(checkpoint_path, CHECKPOINT_DIR)
+        if epoch not in state.logged_steps:
+            tracking.log_metrics(metrics, step=epoch)
+            state.logged_steps.add(epoch)
+        state.metrics = metrics
+        bar.set_postfix(loss=f"{metrics['train/loss']:.3f}")
+        if on_epoch is not None:
+            on_epoch(epoch, metrics)
+    return state

@@ -1,0 +1,150 @@
+"""One training run from parameters to a logged encoder, shared by pretrain and baseline."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from eibacl import tracking
+from eibacl.data.splits import Split
+from eibacl.models.encoders import Encoder, build_encoder
+from eibacl.train.batches import BatchSampler, SyntheticPool
+from eibacl.train.checkpoint import CHECKPOINT_DIR, CHECKPOINT_FILE, load_checkpoint
+from eibacl.train.data import TrainingData, prepare_data
+from eibacl.train.device import resolve_device, seed_everything
+from eibacl.train.loop import EpochCallback, train_epochs
+
+log = logging.getLogger(__name__)
+SPLIT_ARTIFACT = "split.json"
+ENCODER_ARTIFACT = "encoder"
+# Parameters that may differ when resuming: they change where or how visibly the run
+# computes, not what it computes.
+RESUME_OVERRIDABLE = ("resume", "progress", "device")
+
+
+@dataclass
+class TrainResult:
+    run_id: str
+    encoder: Encoder
+    network: torch.nn.Module
+    data: TrainingData
+    metrics: dict[str, float]
+    model_uri: str
+
+
+ObjectiveFactory = Callable[[Any, TrainingData, Encoder], Any]
+PoolFactory = Callable[[Any, TrainingData], SyntheticPool | None]
+
+
+def run_training(
+    config: Any,
+    method: str,
+    make_objective: ObjectiveFactory,
+    make_pool: PoolFactory,
+    on_epoch: EpochCallback | None = None,
+    after_training: Callable[[TrainResult], None] | None = None,
+    nested: bool = False,
+) -> TrainResult:
+    resume_state = None
+    if config.resume:
+        resume_state, config = _load_resume(config)
+    tags = {
+        tracking.METHOD_TAG: method,
+        tracking.ENTRY_TAG: "pretrain" if method == "supcon" else "baseline",
+        tracking.SYNTHETIC_TAG: getattr(config, "synthetic", "none"),
+    }
+    with tracking.start_run(
+        run_name=f"{method}-{tags[tracking.SYNTHETIC_TAG]}",
+        tags=tags,
+        run_id=config.resume or None,
+        nested=nested,
+    ) as run:
+        run_id = run.info.run_id
+        split = Split.from_json(resume_state["split"]) if resume_state else None
+        data = prepare_data(config, split)
+        tracking.log_params(dataclasses.asdict(config))
+        log_data(data)
+        pool = make_pool(config, data)
+        device = resolve_device(config.device)
+        seed_everything(config.seed)
+        encoder = build_encoder(
+            config.encoder, data.imageset.channels, config.width, data.imageset.image_size
+        )
+        objective = make_objective(config, data, encoder)
+        sampler = make_sampler(config, data, pool)
+        logged = tracking.logged_metric_steps(run_id, "train/loss") if resume_state else set()
+        state = train_epochs(
+            objective,
+            sampler,
+            config,
+            device,
+            (data.train_x, data.train_y, data.val_x, data.val_y),
+            resume=resume_state,
+            logged_steps=logged,
+            on_epoch=on_epoch,
+            extra_state={"config": dataclasses.asdict(config), "split": data.split.to_json()},
+        )
+        model_uri = tracking.log_encoder(encoder, ENCODER_ARTIFACT)
+        tracking.set_tags({"eibacl.encoder_uri": model_uri})
+        result = TrainResult(run_id, encoder, objective.network, data, state.metrics, model_uri)
+        if after_training is not None:
+            after_training(result)
+        return result
+
+
+def make_sampler(config: Any, data: TrainingData, pool: SyntheticPool | None) -> BatchSampler:
+    synthetic = getattr(config, "synthetic", "none")
+    return BatchSampler(
+        data.train_x,
+        data.train_y,
+        config.batch_size,
+        config.seed,
+        pool=pool,
+        alpha=config.alpha if synthetic != "none" else 0.0,
+        positive_mode=getattr(config, "positive_mode", "replace"),
+        near_ood_per_batch=config.near_ood_per_batch if synthetic == "positives+negatives" else 0,
+    )
+
+
+def log_data(data: TrainingData) -> None:
+    """The split (ids on each side) as an artifact, and each side as an MLflow dataset."""
+    tracking.log_text(data.split.to_json(), SPLIT_ARTIFACT)
+    source = data.imageset.source
+    digest = data.split.source_fingerprint
+    tracking.set_tags(
+        {tracking.DATA_TAG: digest[:16], "eibacl.split": data.split.fingerprint()[:16]}
+    )
+    for side in ("train", "val", "test"):
+        ids = data.split.side(side)
+        tracking.log_dataset(
+            name=f"{source.split(' ')[0]}-{side}",
+            source=source,
+            digest=f"{digest[:16]}-{data.split.fingerprint()[:8]}-{side}",
+            context="training" if side == "train" else ("validation" if side == "val" else "test"),
+            size=len(ids),
+        )
+
+
+def _load_resume(config: Any) -> tuple[dict[str, Any], Any]:
+    """The checkpoint of run `config.resume`, and that run's own parameters."""
+    tracking.get_run(config.resume)
+    try:
+        path = tracking.download(config.resume, f"{CHECKPOINT_DIR}/{CHECKPOINT_FILE}")
+    except Exception as exc:  # noqa: BLE001
+        raise ValueError(
+            f"run {config.resume} has no checkpoint to resume from ({CHECKPOINT_DIR}/"
+            f"{CHECKPOINT_FILE}); start a new run instead"
+        ) from exc
+    state = load_checkpoint(path)
+    saved = state["config"]
+    for key in RESUME_OVERRIDABLE:
+        saved[key] = getattr(config, key)
+    resumed = type(config)(**saved)
+    if state["epoch"] >= resumed.epochs:
+        log.info("run %s already finished its %d epochs", config.resume, resumed.epochs)
+    return state, resumed
