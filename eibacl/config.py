@@ -236,7 +236,7 @@ class ProbeConfig(_Checked, EvalConfig):
         "", "runs:/<id>/encoder or models:/...; empty = the newest finished pretrain run."
     )
     device: str = param("auto", "'auto', 'cpu' or 'cuda'.")
-    seed: int = param(0, "Seed of the linear probe.")
+    probe_seed: int = param(0, "Seed of the linear probe.")
 
 
 @dataclass

@@ -190,11 +190,28 @@ def log_encoder(encoder: torch.nn.Module, name: str = "encoder") -> str:
     return info.model_uri
 
 
+class ExportedEncoder(torch.nn.Module):
+    """A logged (torch.export) encoder: its graph is fixed in eval semantics, so
+    `train()`/`eval()` are no-ops instead of errors."""
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        super().__init__()
+        self.module = module
+        self.training = False
+
+    def train(self, mode: bool = True) -> ExportedEncoder:
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.module(x)
+
+
 def load_encoder(uri: str) -> torch.nn.Module:
+    """Load a logged encoder: float images in [0, 1], N x C x H x W -> features."""
     import mlflow.pytorch
 
     configure()
-    return mlflow.pytorch.load_model(uri, map_location="cpu")
+    return ExportedEncoder(mlflow.pytorch.load_model(uri, map_location="cpu"))
 
 
 def download(run_id: str, artifact_path: str, dst: Path | None = None) -> Path:
@@ -235,3 +252,57 @@ def logged_metric_steps(run_id: str, key: str) -> set[int]:
 
 def run_json(run_id: str, artifact_path: str) -> dict:
     return json.loads(download(run_id, artifact_path).read_text())
+
+
+def newest_finished_run(entry_point: str) -> Run:
+    runs = find_runs(
+        f"tags.`{ENTRY_TAG}` = '{entry_point}' and attributes.status = 'FINISHED'", max_results=1
+    )
+    if not runs:
+        raise ValueError(
+            f"no finished {entry_point} run in experiment {experiment_id()} of "
+            f"{mlflow.get_tracking_uri()}: run `mlflow run . -e {entry_point} --env-manager "
+            "local` first, or pass -P encoder_uri=runs:/<run id>/encoder"
+        )
+    return runs[0]
+
+
+def resolve_encoder(uri: str) -> tuple[str, str]:
+    """(model URI, id of the run that trained it) for '', runs:/..., models:/... URIs."""
+    configure()
+    client = MlflowClient()
+    if not uri:
+        run = newest_finished_run("pretrain")
+        return _encoder_of(run), run.info.run_id
+    if uri.startswith("runs:/"):
+        run_id = uri[len("runs:/") :].split("/")[0]
+        run = get_run(run_id)
+        return (uri if uri.rstrip("/") != f"runs:/{run_id}" else _encoder_of(run)), run_id
+    if uri.startswith("models:/"):
+        ref = uri[len("models:/") :]
+        try:
+            if ref.startswith("m-"):
+                return uri, mlflow.get_logged_model(ref.split("/")[0]).source_run_id
+            if "@" in ref:
+                name, alias = ref.split("@", 1)
+                version = client.get_model_version_by_alias(name, alias)
+            else:
+                name, number = ref.split("/", 1)
+                version = client.get_model_version(name, number)
+        except Exception as exc:  # noqa: BLE001
+            raise ValueError(f"encoder_uri={uri!r} is not in the registry ({exc})") from exc
+        return uri, version.run_id
+    raise ValueError(
+        f"encoder_uri={uri!r} is not understood: use runs:/<run id>/encoder, "
+        "models:/eibacl-encoder@champion, or leave it empty for the newest pretrain run"
+    )
+
+
+def _encoder_of(run: Run) -> str:
+    uri = run.data.tags.get("eibacl.encoder_uri")
+    if not uri:
+        raise ValueError(
+            f"run {run.info.run_id} has no logged encoder (it did not finish): resume it with "
+            f"-P resume={run.info.run_id}, or probe another run"
+        )
+    return uri

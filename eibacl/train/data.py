@@ -8,8 +8,9 @@ import torch
 
 from eibacl.config import DataConfig
 from eibacl.data.imageset import ImageSet
-from eibacl.data.sources import load_source
+from eibacl.data.sources import load_far_ood, load_source
 from eibacl.data.splits import Split, make_split
+from eibacl.evaluate.evaluation import EvalSets
 from eibacl.paths import cache_dir
 
 
@@ -47,3 +48,24 @@ def prepare_data(config: DataConfig, split: Split | None = None) -> TrainingData
     data.train_x, data.train_y = data.side("train")
     data.val_x, data.val_y = data.side("val")
     return data
+
+
+def evaluation_sets(data: TrainingData) -> EvalSets:
+    """Every set an evaluation reads: the split's sides plus MNIST as far-OOD."""
+    test_x, test_y = data.side("test")
+    near_x, near_labels = data.side("ood_test")
+    near_val_x, _ = data.side("ood_val")
+    far = load_far_ood(data.imageset.image_size, data.imageset.channels)
+    return EvalSets(
+        train_x=data.train_x,
+        train_y=data.train_y,
+        val_x=data.val_x,
+        val_y=data.val_y,
+        test_x=test_x,
+        test_y=test_y,
+        near_x=near_x,
+        near_names=[data.imageset.class_names[int(y)] for y in near_labels],
+        near_val_x=near_val_x,
+        far_x=far.images,
+        class_names=list(data.split.id_classes),
+    )

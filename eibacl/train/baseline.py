@@ -1,0 +1,63 @@
+"""`baseline`: the same encoder trained end to end with cross-entropy, evaluated like a probe
+(accuracy from its own head, OOD from its penultimate features and logits)."""
+
+from __future__ import annotations
+
+from eibacl import tracking
+from eibacl.config import BaselineConfig
+from eibacl.evaluate.evaluation import evaluate_encoder
+from eibacl.models.encoders import Encoder
+from eibacl.models.heads import ClassifierNetwork
+from eibacl.registry import register_encoder
+from eibacl.train.data import TrainingData, evaluation_sets
+from eibacl.train.device import resolve_device
+from eibacl.train.loop import EpochCallback
+from eibacl.train.objectives import CrossEntropyObjective
+from eibacl.train.probe import log_evaluation
+from eibacl.train.runner import TrainResult, run_training
+from eibacl.train.synthetic import load_pool
+
+
+def baseline(
+    config: BaselineConfig, on_epoch: EpochCallback | None = None, nested: bool = False
+) -> TrainResult:
+    def make_objective(
+        cfg: BaselineConfig, data: TrainingData, encoder: Encoder
+    ) -> CrossEntropyObjective:
+        oe = cfg.oe_weight if cfg.synthetic == "positives+negatives" else 0.0
+        return CrossEntropyObjective(ClassifierNetwork(encoder, data.num_classes), oe)
+
+    def evaluate(result: TrainResult) -> None:
+        evaluation = evaluate_encoder(
+            result.encoder,
+            evaluation_sets(result.data),
+            knn_k=config.knn_k,
+            seed=config.seed,
+            device=str(resolve_device(config.device)),
+            head=result.network.classifier,
+        )
+        result.metrics |= evaluation.metrics
+        log_evaluation(evaluation, f"cross-entropy baseline {result.run_id}")
+        if config.register:
+            tags = {
+                tracking.METHOD_TAG: "ce",
+                tracking.SYNTHETIC_TAG: config.synthetic,
+                tracking.DATA_TAG: result.data.split.source_fingerprint[:16],
+            }
+            registration = register_encoder(result.model_uri, evaluation.metrics, tags)
+            tracking.set_tags(
+                {
+                    "eibacl.model_version": registration.version,
+                    "eibacl.champion": registration.champion,
+                }
+            )
+
+    return run_training(
+        config,
+        "ce",
+        make_objective,
+        load_pool,
+        on_epoch=on_epoch,
+        after_training=evaluate,
+        nested=nested,
+    )

@@ -1,0 +1,108 @@
+"""`probe`: freeze a pretrained encoder, fit a linear classifier, report accuracy and OOD."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+
+import torch
+
+from eibacl import tracking
+from eibacl.cli import field_type
+from eibacl.config import DataConfig, ProbeConfig
+from eibacl.data.splits import Split
+from eibacl.evaluate.evaluation import Evaluation, evaluate_encoder
+from eibacl.registry import Registration, register_encoder
+from eibacl.train.data import TrainingData, evaluation_sets, prepare_data
+from eibacl.train.device import resolve_device
+from eibacl.train.runner import SPLIT_ARTIFACT
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ProbeResult:
+    run_id: str
+    evaluation: Evaluation
+    registration: Registration | None
+
+
+def data_config_of(params: dict[str, str]) -> DataConfig:
+    """The DataConfig a run was made with, from its logged parameters."""
+    values = {}
+    for field in dataclasses.fields(DataConfig):
+        if field.name in params:
+            values[field.name] = field_type(field)(params[field.name])
+    return DataConfig(**values)
+
+
+def load_run_data(run_id: str) -> TrainingData:
+    """The exact data and split of a logged training run."""
+    run = tracking.get_run(run_id)
+    split = Split.from_json(tracking.download(run_id, SPLIT_ARTIFACT).read_text())
+    return prepare_data(data_config_of(run.data.params), split)
+
+
+def check_encoder_input(encoder: torch.nn.Module, data: TrainingData, uri: str) -> None:
+    x = torch.zeros(2, data.imageset.channels, data.imageset.image_size, data.imageset.image_size)
+    try:
+        with torch.inference_mode():
+            encoder(x)
+    except Exception as exc:  # noqa: BLE001 - any failure here is a shape mismatch
+        raise ValueError(
+            f"encoder {uri} does not accept the data's images ({data.imageset.channels} channels, "
+            f"{data.imageset.image_size}x{data.imageset.image_size} px): probe it with the "
+            "data and image_size it was pretrained on"
+        ) from exc
+
+
+def probe(config: ProbeConfig, nested: bool = False) -> ProbeResult:
+    model_uri, source_run_id = tracking.resolve_encoder(config.encoder_uri)
+    source = tracking.get_run(source_run_id)
+    data = load_run_data(source_run_id)
+    encoder = tracking.load_encoder(model_uri)
+    check_encoder_input(encoder, data, model_uri)
+    sets = evaluation_sets(data)
+    method = source.data.tags.get(tracking.METHOD_TAG, "supcon")
+    tags = {
+        tracking.METHOD_TAG: method,
+        tracking.ENTRY_TAG: "probe",
+        tracking.SYNTHETIC_TAG: source.data.tags.get(tracking.SYNTHETIC_TAG, "none"),
+        tracking.DATA_TAG: source.data.tags.get(tracking.DATA_TAG, ""),
+        "eibacl.pretrain_run": source_run_id,
+        "eibacl.encoder_uri": model_uri,
+    }
+    with tracking.start_run(run_name=f"probe-{method}", tags=tags, nested=nested) as run:
+        tracking.log_params(dataclasses.asdict(config) | {"pretrain_run": source_run_id})
+        tracking.log_params(source.data.params)
+        tracking.log_text(data.split.to_json(), SPLIT_ARTIFACT)
+        evaluation = evaluate_encoder(
+            encoder,
+            sets,
+            knn_k=config.knn_k,
+            seed=config.probe_seed,
+            device=str(resolve_device(config.device)),
+        )
+        log_evaluation(evaluation, f"{method} probe of run {source_run_id}")
+        registration = None
+        if config.register:
+            registration = register_encoder(model_uri, evaluation.metrics, tags)
+            tracking.set_tags(
+                {
+                    "eibacl.model_version": registration.version,
+                    "eibacl.champion": registration.champion,
+                }
+            )
+        return ProbeResult(run.info.run_id, evaluation, registration)
+
+
+def log_evaluation(evaluation: Evaluation, title: str) -> None:
+    from eibacl.evaluate.evaluation import summary_markdown
+
+    tracking.log_metrics(evaluation.metrics)
+    for path, figure in evaluation.figures.items():
+        tracking.log_figure(figure, path)
+    tracking.log_dict(evaluation.summary, "summary.json")
+    tracking.log_text(summary_markdown(evaluation.summary, title), "summary.md")
+    log.info("%s: %s", title, {k: round(v, 4) for k, v in evaluation.summary.items()})
