@@ -1,0 +1,107 @@
+import dataclasses
+
+import pytest
+
+from eibacl.config import (
+    BaselineConfig,
+    ConfigError,
+    DataConfig,
+    GenerateRunConfig,
+    PretrainConfig,
+    ProbeConfig,
+    replace,
+    strength_list,
+    to_dict,
+)
+
+
+@pytest.mark.parametrize("cls", [PretrainConfig, BaselineConfig, ProbeConfig, GenerateRunConfig])
+def test_defaults_build_and_are_valid(cls):
+    config = cls()
+    assert to_dict(config)  # every field is a plain value
+
+
+def test_defaults_match_the_design():
+    config = PretrainConfig()
+    assert config.data == "fashion-mnist"
+    assert config.ood_classes == "Pullover,Shirt,Ankle boot"
+    assert config.temperature > 0
+    assert strength_list(config.strength) == [0.25, 0.5, 0.75]
+
+
+@pytest.mark.parametrize(
+    "param,value",
+    [
+        ("temperature", 0.0),
+        ("temperature", -0.1),
+        ("epochs", 0),
+        ("batch_size", 1),
+        ("alpha", -0.01),
+        ("alpha", 1.5),
+        ("strength", "0"),
+        ("strength", "0.5,1.2"),
+        ("strength", "-0.25"),
+        ("strength", "abc"),
+        ("strength", "0.5,high"),
+        ("strength", ""),
+        ("synthetic", "positive"),
+        ("synthetic", "everything"),
+        ("num_synthetic", -1),
+        ("shots", 0),
+        ("image_size", 4),
+        ("test_fraction", 1.0),
+        ("device", "tpu"),
+        ("generator", "gan"),
+    ],
+)
+def test_invalid_value_raises_config_error_naming_the_parameter(param, value):
+    with pytest.raises(ConfigError) as info:
+        PretrainConfig(**{param: value})
+    assert param in str(info.value)
+    # `replace` re-validates too.
+    with pytest.raises(ConfigError, match=param):
+        replace(PretrainConfig(), **{param: value})
+
+
+@pytest.mark.parametrize(
+    "param,value",
+    [
+        ("alpha", 0.0),
+        ("alpha", 1.0),
+        ("strength", "1.0"),
+        ("strength", "0.1, 0.9"),
+        ("synthetic", "none"),
+        ("synthetic", "positives"),
+        ("num_synthetic", 0),
+        ("batch_size", 2),
+        ("epochs", 1),
+        ("temperature", 0.07),
+    ],
+)
+def test_boundary_values_are_accepted(param, value):
+    assert getattr(PretrainConfig(**{param: value}), param) == value
+
+
+def test_baseline_and_generate_configs_validate_their_groups():
+    with pytest.raises(ConfigError, match="alpha"):
+        BaselineConfig(alpha=2.0)
+    with pytest.raises(ConfigError, match="strength"):
+        GenerateRunConfig(strength="1.5")
+    with pytest.raises(ConfigError, match="knn_k"):
+        ProbeConfig(knn_k=0)
+
+
+def test_config_error_is_a_value_error():
+    assert issubclass(ConfigError, ValueError)
+
+
+def test_every_parameter_has_help_text():
+    for cls in (PretrainConfig, BaselineConfig, ProbeConfig, GenerateRunConfig):
+        for f in dataclasses.fields(cls):
+            assert f.metadata.get("help"), f"{cls.__name__}.{f.name} has no help"
+
+
+def test_data_config_alone_is_not_validated_until_asked():
+    config = DataConfig(shots=0)
+    with pytest.raises(ConfigError, match="shots"):
+        config.validate()
