@@ -6,13 +6,15 @@ layout), unless `MLFLOW_TRACKING_URI` says otherwise. Metrics are logged in batc
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import matplotlib
@@ -25,6 +27,8 @@ import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from mlflow.entities import Run  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
+
+from eibacl import distributed  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -43,15 +47,35 @@ class TrackingError(RuntimeError):
     """The tracking location cannot be used; the message says which and how to fix it."""
 
 
+def primary_only(default: Callable[[], Any] = lambda: None) -> Callable:
+    """Under torchrun only rank 0 writes to MLflow; other ranks get `default()`."""
+
+    def decorate(function: Callable) -> Callable:
+        @functools.wraps(function)
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            if not distributed.is_primary():
+                return default()
+            return function(*args, **kwargs)
+
+        return guarded
+
+    return decorate
+
+
+def _stand_in_run(run_id: str) -> SimpleNamespace:
+    """What `start_run` yields on ranks other than 0: rank 0's run id, nothing logged."""
+    return SimpleNamespace(info=SimpleNamespace(run_id=run_id), data=None)
+
+
 def configure() -> str:
     """Point MLflow at the project's store and check that it is writable."""
     uri = os.environ.get("MLFLOW_TRACKING_URI", "")
     if not uri:
         uri = DEFAULT_URI
         os.environ["MLFLOW_TRACKING_URI"] = uri
-    mlflow.set_tracking_uri(uri)
     for path in _local_paths(uri):
         _check_writable(path)
+    mlflow.set_tracking_uri(uri)
     return uri
 
 
@@ -65,14 +89,21 @@ def _local_paths(uri: str) -> list[Path]:
 
 
 def _check_writable(path: Path) -> None:
+    """Write a file in the folder, or in its nearest existing parent (MLflow creates the
+    rest): `os.access` says yes to root everywhere, and a file in the way is no folder."""
     target = path.resolve()
-    probe = target if target.exists() else target.parent
-    if not os.access(probe, os.W_OK):
+    existing = target
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
         raise TrackingError(
-            f"the MLflow tracking location {target} is not writable: run from a folder you can "
-            "write to, or set MLFLOW_TRACKING_URI (e.g. sqlite:////tmp/eibacl/mlflow.db or "
-            "http://host:5000)"
-        )
+            f"the MLflow tracking location {target} is not writable ({exc.strerror or exc}): "
+            "run from a folder you can write to, or set MLFLOW_TRACKING_URI (e.g. "
+            "sqlite:////tmp/eibacl/mlflow.db or http://host:5000)"
+        ) from exc
 
 
 def experiment_id() -> str:
@@ -98,12 +129,19 @@ def start_run(
 
     An exception ends the run as FAILED; KeyboardInterrupt as KILLED. Everything logged
     before stays in the store, and checkpoints allow `resume`.
+
+    Under torchrun only rank 0 starts a run; the other ranks get a stand-in whose
+    `info.run_id` is rank 0's (every rank must call this, as it broadcasts the id).
     """
+    if not distributed.is_primary():
+        yield _stand_in_run(distributed.broadcast_object(None))
+        return
     configure()
     active = mlflow.active_run()
     if active is not None and not nested and run_id in (None, active.info.run_id):
         if tags:
             mlflow.set_tags(tags)
+        distributed.broadcast_object(active.info.run_id)
         yield active
         return
     if run_id is None and not nested and os.environ.get("MLFLOW_RUN_ID"):
@@ -112,9 +150,16 @@ def start_run(
     with mlflow.start_run(
         run_id=run_id, run_name=run_name, experiment_id=exp, nested=nested, tags=tags
     ) as run:
-        yield run
+        distributed.broadcast_object(run.info.run_id)
+        try:
+            yield run
+        except KeyboardInterrupt:
+            # mlflow.ActiveRun ends every exception as FAILED; an interrupt is KILLED
+            mlflow.end_run("KILLED")
+            raise
 
 
+@primary_only()
 def log_params(params: dict[str, Any]) -> None:
     existing = mlflow.get_run(mlflow.active_run().info.run_id).data.params
     new = {k: _param_text(v) for k, v in params.items() if k not in existing}
@@ -129,6 +174,7 @@ def _param_text(value: Any) -> str:
     return str(value)[:6000]
 
 
+@primary_only()
 def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
     """One batched write (each sqlite write costs milliseconds)."""
     clean = {k: float(v) for k, v in metrics.items() if v is not None and np.isfinite(v)}
@@ -136,6 +182,7 @@ def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
         mlflow.log_metrics(clean, step=step)
 
 
+@primary_only()
 def set_tags(tags: dict[str, Any]) -> None:
     mlflow.set_tags({k: str(v) for k, v in tags.items()})
 
@@ -143,22 +190,27 @@ def set_tags(tags: dict[str, Any]) -> None:
 def log_figure(figure: Figure, artifact_file: str) -> None:
     import matplotlib.pyplot as plt
 
-    mlflow.log_figure(figure, artifact_file)
+    if distributed.is_primary():
+        mlflow.log_figure(figure, artifact_file)
     plt.close(figure)
 
 
+@primary_only()
 def log_text(text: str, artifact_file: str) -> None:
     mlflow.log_text(text, artifact_file)
 
 
+@primary_only()
 def log_dict(data: dict, artifact_file: str) -> None:
     mlflow.log_dict(data, artifact_file)
 
 
+@primary_only()
 def log_artifact(path: Path, artifact_path: str | None = None) -> None:
     mlflow.log_artifact(str(path), artifact_path)
 
 
+@primary_only()
 def log_dataset(name: str, source: str, digest: str, context: str, size: int) -> None:
     """Record the data a run saw as an MLflow dataset input (shown in the UI)."""
     from mlflow.data.http_dataset_source import HTTPDatasetSource
@@ -174,6 +226,7 @@ def log_dataset(name: str, source: str, digest: str, context: str, size: int) ->
     mlflow.log_input(dataset, context=context, tags={"size": str(size), "source": source})
 
 
+@primary_only(str)
 def log_encoder(encoder: torch.nn.Module, name: str = "encoder") -> str:
     """Log the encoder (torch.export format, float images in [0, 1]) and return its URI."""
     import mlflow.pytorch
@@ -246,6 +299,7 @@ def find_runs(filter_string: str, max_results: int = 50) -> list[Run]:
     )
 
 
+@primary_only(set)
 def logged_metric_steps(run_id: str, key: str) -> set[int]:
     return {m.step for m in MlflowClient().get_metric_history(run_id, key)}
 
@@ -306,3 +360,27 @@ def _encoder_of(run: Run) -> str:
             f"-P resume={run.info.run_id}, or probe another run"
         )
     return uri
+
+
+PARAMS_TAG = "eibacl.params"
+# Parameters that change where or how visibly a run computes, not what it computes.
+VOLATILE_PARAMS = ("progress", "device", "resume", "register")
+
+
+def params_digest(params: dict[str, Any]) -> str:
+    """Identity of a step's work: equal digests mean a finished run can be reused."""
+    import hashlib
+
+    stable = {k: str(v) for k, v in sorted(params.items()) if k not in VOLATILE_PARAMS}
+    return hashlib.sha256(json.dumps(stable, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def find_finished(entry_point: str, digest: str) -> Run | None:
+    """The newest FINISHED run of `entry_point` with these parameters (MLflow's multistep
+    workflow reuse, keyed by a digest instead of comparing every parameter)."""
+    runs = find_runs(
+        f"tags.`{ENTRY_TAG}` = '{entry_point}' and tags.`{PARAMS_TAG}` = '{digest}' "
+        "and attributes.status = 'FINISHED'",
+        max_results=1,
+    )
+    return runs[0] if runs else None

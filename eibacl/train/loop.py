@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from eibacl import tracking
+from eibacl import distributed, tracking
 from eibacl.config import OptimConfig
 from eibacl.evaluate.features import extract_features
 from eibacl.evaluate.scorers import knn_accuracy
@@ -64,6 +64,10 @@ def train_epochs(
     After every epoch the full state is checkpointed (atomically, and as the run's
     artifact `checkpoints/last.pt`) *before* its metrics are logged, and steps already in
     the run are never logged again, so a resumed run has no duplicated metric steps.
+
+    Under torchrun the network trains in DistributedDataParallel on each rank's slice of
+    the global batches (see `eibacl.distributed`); only rank 0 validates (its metrics are
+    broadcast), writes the checkpoint and logs.
     """
     network = objective.network.to(device)
     if device.type == "cuda":
@@ -86,12 +90,16 @@ def train_epochs(
         augment_gen.set_state(resume["augment"])
         torch.set_rng_state(resume["torch_rng"])
         state.epoch = resume["epoch"]
+    ddp = distributed.wrap(network, device)
+    if ddp is not None:
+        objective.ddp = ddp
+    primary = distributed.is_primary()
     checkpoint_path = Path(tempfile.mkdtemp(prefix="eibacl-ckpt-")) / CHECKPOINT_FILE
     bar = tqdm(
         range(state.epoch + 1, optim.epochs + 1),
         desc=objective.method,
         unit="epoch",
-        disable=not optim.progress,
+        disable=not optim.progress or not primary,
         initial=state.epoch,
         total=optim.epochs,
     )
@@ -115,6 +123,9 @@ def train_epochs(
             batches += 1
             synthetic += batch.synthetic_drawn
         elapsed = time.perf_counter() - start
+        if ddp is not None:  # global batches: mean of the ranks' losses, images of all ranks
+            total_loss, seen = distributed.all_reduce_sum([total_loss, seen])
+            total_loss /= distributed.world_size()
         metrics = {
             "train/loss": total_loss / max(1, batches),
             "train/lr": scheduler.get_last_lr()[0],
@@ -122,25 +133,28 @@ def train_epochs(
             "train/synthetic_drawn": float(synthetic),
         }
         is_last = epoch == optim.epochs
-        if (optim.eval_every and epoch % optim.eval_every == 0) or is_last:
+        if primary and ((optim.eval_every and epoch % optim.eval_every == 0) or is_last):
             metrics["val/knn_accuracy"] = knn_validation(
                 network.encoder, *validation, device=device
             )
+        if ddp is not None:
+            metrics = distributed.broadcast_object(metrics)
         state.epoch = epoch
-        save_checkpoint(
-            checkpoint_path,
-            {
-                "epoch": epoch,
-                "network": network.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "sampler": sampler.state(),
-                "augment": augment_gen.get_state(),
-                "torch_rng": torch.get_rng_state(),
-                **(extra_state or {}),
-            },
-        )
-        tracking.log_artifact(checkpoint_path, CHECKPOINT_DIR)
+        if primary:
+            save_checkpoint(
+                checkpoint_path,
+                {
+                    "epoch": epoch,
+                    "network": network.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "sampler": sampler.state(),
+                    "augment": augment_gen.get_state(),
+                    "torch_rng": torch.get_rng_state(),
+                    **(extra_state or {}),
+                },
+            )
+            tracking.log_artifact(checkpoint_path, CHECKPOINT_DIR)
         if epoch not in state.logged_steps:
             tracking.log_metrics(metrics, step=epoch)
             state.logged_steps.add(epoch)

@@ -7,6 +7,7 @@ import logging
 from dataclasses import dataclass
 
 import torch
+from mlflow.exceptions import MlflowException
 
 from eibacl import tracking
 from eibacl.cli import field_type
@@ -16,6 +17,7 @@ from eibacl.evaluate.evaluation import Evaluation, evaluate_encoder
 from eibacl.registry import Registration, register_encoder
 from eibacl.train.data import TrainingData, evaluation_sets, prepare_data
 from eibacl.train.device import resolve_device
+from eibacl.train.loop import knn_validation
 from eibacl.train.runner import SPLIT_ARTIFACT
 
 log = logging.getLogger(__name__)
@@ -40,7 +42,14 @@ def data_config_of(params: dict[str, str]) -> DataConfig:
 def load_run_data(run_id: str) -> TrainingData:
     """The exact data and split of a logged training run."""
     run = tracking.get_run(run_id)
-    split = Split.from_json(tracking.download(run_id, SPLIT_ARTIFACT).read_text())
+    try:
+        text = tracking.download(run_id, SPLIT_ARTIFACT).read_text()
+    except (MlflowException, OSError) as exc:
+        raise ValueError(
+            f"run {run_id} has no {SPLIT_ARTIFACT}: it is not a pretrain or baseline run; "
+            "probe one of those (-P encoder_uri=runs:/<run id>/encoder)"
+        ) from exc
+    split = Split.from_json(text)
     return prepare_data(data_config_of(run.data.params), split)
 
 
@@ -60,8 +69,14 @@ def check_encoder_input(encoder: torch.nn.Module, data: TrainingData, uri: str) 
 def probe(config: ProbeConfig, nested: bool = False) -> ProbeResult:
     model_uri, source_run_id = tracking.resolve_encoder(config.encoder_uri)
     source = tracking.get_run(source_run_id)
+    try:
+        encoder = tracking.load_encoder(model_uri)
+    except (MlflowException, OSError) as exc:
+        raise ValueError(
+            f"encoder_uri={model_uri!r} could not be loaded: run {source_run_id} has no logged "
+            f"encoder there (did it finish? resume it with -P resume={source_run_id})"
+        ) from exc
     data = load_run_data(source_run_id)
-    encoder = tracking.load_encoder(model_uri)
     check_encoder_input(encoder, data, model_uri)
     sets = evaluation_sets(data)
     method = source.data.tags.get(tracking.METHOD_TAG, "supcon")
@@ -76,13 +91,15 @@ def probe(config: ProbeConfig, nested: bool = False) -> ProbeResult:
     with tracking.start_run(run_name=f"probe-{method}", tags=tags, nested=nested) as run:
         tracking.log_params(dataclasses.asdict(config) | {"pretrain_run": source_run_id})
         tracking.log_params(source.data.params)
+        tracking.set_tags({tracking.PARAMS_TAG: tracking.params_digest(dataclasses.asdict(config))})
         tracking.log_text(data.split.to_json(), SPLIT_ARTIFACT)
+        device = resolve_device(config.device)
         evaluation = evaluate_encoder(
-            encoder,
-            sets,
-            knn_k=config.knn_k,
-            seed=config.probe_seed,
-            device=str(resolve_device(config.device)),
+            encoder, sets, knn_k=config.knn_k, seed=config.probe_seed, device=str(device)
+        )
+        # The training loop's last-epoch metric, so probe and baseline runs share columns.
+        evaluation.metrics["val/knn_accuracy"] = knn_validation(
+            encoder, data.train_x, data.train_y, data.val_x, data.val_y, device
         )
         log_evaluation(evaluation, f"{method} probe of run {source_run_id}")
         registration = None

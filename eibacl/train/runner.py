@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from eibacl import tracking
+from eibacl import distributed, tracking
 from eibacl.data.splits import Split
 from eibacl.models.encoders import Encoder, build_encoder
 from eibacl.train.batches import BatchSampler, SyntheticPool
@@ -50,9 +50,11 @@ def run_training(
     after_training: Callable[[TrainResult], None] | None = None,
     nested: bool = False,
 ) -> TrainResult:
+    distributed.init_from_env()  # under torchrun: join the group (else a no-op)
     resume_state = None
     if config.resume:
-        resume_state, config = _load_resume(config)
+        loaded = _load_resume(config) if distributed.is_primary() else None
+        resume_state, config = distributed.broadcast_object(loaded)
     tags = {
         tracking.METHOD_TAG: method,
         tracking.ENTRY_TAG: "pretrain" if method == "supcon" else "baseline",
@@ -66,11 +68,13 @@ def run_training(
     ) as run:
         run_id = run.info.run_id
         split = Split.from_json(resume_state["split"]) if resume_state else None
-        data = prepare_data(config, split)
+        with distributed.primary_first():  # rank 0 fills the data cache
+            data = prepare_data(config, split)
         tracking.log_params(dataclasses.asdict(config))
+        tracking.set_tags({tracking.PARAMS_TAG: tracking.params_digest(dataclasses.asdict(config))})
         log_data(data)
         pool = make_pool(config, data)
-        device = resolve_device(config.device)
+        device = distributed.local_device(resolve_device(config.device))
         seed_everything(config.seed)
         encoder = build_encoder(
             config.encoder, data.imageset.channels, config.width, data.imageset.image_size
@@ -90,9 +94,10 @@ def run_training(
             extra_state={"config": dataclasses.asdict(config), "split": data.split.to_json()},
         )
         model_uri = tracking.log_encoder(encoder, ENCODER_ARTIFACT)
+        model_uri = distributed.broadcast_object(model_uri)  # rank 0's
         tracking.set_tags({"eibacl.encoder_uri": model_uri})
         result = TrainResult(run_id, encoder, objective.network, data, state.metrics, model_uri)
-        if after_training is not None:
+        if after_training is not None and distributed.is_primary():  # evaluation: rank 0
             after_training(result)
         return result
 

@@ -1,0 +1,87 @@
+"""Command lines into configs: MLflow's number formats, booleans, and one-line errors."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from eibacl.cli import parse_bool, parse_config, parse_int, run_entry_point
+from eibacl.config import BaselineConfig, PretrainConfig, ProbeConfig
+
+
+def test_mlflow_number_and_bool_formats():
+    config = parse_config(PretrainConfig, ["--epochs", "5.0", "--progress", "false"])
+    assert config.epochs == 5 and isinstance(config.epochs, int)
+    assert config.progress is False
+    config = parse_config(PretrainConfig, ["--lr", "1e-3", "--use_masks", "True", "--shots", "7"])
+    assert config.lr == 0.001 and config.use_masks is True and config.shots == 7
+
+
+def test_defaults_are_the_dataclass_defaults():
+    for cls in (PretrainConfig, ProbeConfig, BaselineConfig):
+        assert parse_config(cls, []) == cls()
+
+
+def test_empty_string_parameters_stay_empty():
+    config = parse_config(PretrainConfig, ["--resume", "", "--id_classes", ""])
+    assert config.resume == "" and config.id_classes == ""
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--progress", "maybe"],
+        ["--epochs", "2.5"],
+        ["--epochs", "five"],
+        ["--lr", "fast"],
+        ["--no_such_parameter", "1"],
+    ],
+)
+def test_bad_values_exit_through_argparse(argv, capsys):
+    with pytest.raises(SystemExit) as info:
+        parse_config(PretrainConfig, argv)
+    assert info.value.code == 2
+    assert argv[0] in capsys.readouterr().err
+
+
+def test_parse_helpers():
+    assert [parse_bool(v) for v in ("1", "yes", "ON", "0", "no", "Off")] == [True] * 3 + [False] * 3
+    assert parse_int("100.0") == 100 and parse_int("-3") == -3
+
+
+def test_config_error_becomes_exit_code_2_naming_the_parameter(capsys):
+    called = []
+    code = run_entry_point(PretrainConfig, ["--temperature", "0"], called.append, "pretrain")
+    assert code == 2
+    assert not called
+    err = capsys.readouterr().err
+    assert "temperature" in err and "eibacl: error:" in err
+    assert "Traceback" not in err
+
+
+def test_value_error_from_the_library_becomes_exit_code_2(capsys):
+    def main(config):
+        raise ValueError(f"knn_k={config.knn_k} is larger than the 5 training images")
+
+    assert run_entry_point(ProbeConfig, ["--knn_k", "9"], main, "probe") == 2
+    assert "knn_k=9" in capsys.readouterr().err
+
+
+def test_interrupt_is_exit_code_130_and_success_is_0(capsys):
+    def interrupted(config):
+        raise KeyboardInterrupt
+
+    assert run_entry_point(ProbeConfig, [], interrupted, "probe") == 130
+    assert "resume" in capsys.readouterr().err
+    seen = []
+    assert run_entry_point(ProbeConfig, ["--knn_k", "3.0"], seen.append, "probe") == 0
+    assert seen == [dataclasses.replace(ProbeConfig(), knn_k=3)]
+
+
+def test_debug_mode_reraises(monkeypatch):
+    monkeypatch.setenv("EIBACL_DEBUG", "1")
+    from eibacl.config import ConfigError
+
+    with pytest.raises(ConfigError, match="temperature"):
+        run_entry_point(PretrainConfig, ["--temperature", "-1"], lambda c: None, "pretrain")

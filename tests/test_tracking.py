@@ -1,0 +1,118 @@
+"""`eibacl.tracking`: the store check, runs, batched metrics, parameters kept on resume."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+
+from eibacl import tracking
+from eibacl.tracking import TrackingError
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    """Fail loudly if anything past the tracking check starts to load data or train."""
+    from eibacl.train import runner
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("training started before the tracking location was checked")
+
+    monkeypatch.setattr(runner, "prepare_data", forbidden)
+    monkeypatch.setattr(runner, "train_epochs", forbidden)
+
+
+def _unwritable_uris(tmp_path: Path) -> dict[str, tuple[str, str]]:
+    """uri -> the path the error must name. Tests run as root, so chmod proves nothing:
+    /proc refuses new files to everyone, and a regular file cannot hold a database."""
+    a_file = tmp_path / "not-a-folder"
+    a_file.write_text("")
+    return {
+        "proc": ("sqlite:////proc/nope/mlflow.db", "/proc/nope"),
+        "file-as-folder": (f"sqlite:///{a_file}/mlflow.db", str(a_file)),
+        "file-as-folder-deeper": (f"sqlite:///{a_file}/sub/mlflow.db", str(a_file / "sub")),
+    }
+
+
+@pytest.mark.parametrize("case", ["proc", "file-as-folder", "file-as-folder-deeper"])
+def test_unwritable_store_is_a_clear_error_before_training(
+    case, tmp_path, monkeypatch, no_training, tiny_pretrain_config
+):
+    from eibacl.train.pretrain import pretrain
+
+    uri, path = _unwritable_uris(tmp_path)[case]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    with pytest.raises(TrackingError) as info:
+        pretrain(tiny_pretrain_config)
+    message = str(info.value)
+    assert path in message
+    assert "MLFLOW_TRACKING_URI" in message  # the fix
+    assert mlflow.active_run() is None
+
+
+def test_unwritable_store_does_not_become_the_active_uri(tmp_path, monkeypatch):
+    good = mlflow.get_tracking_uri()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////proc/nope/mlflow.db")
+    with pytest.raises(TrackingError):
+        tracking.configure()
+    assert mlflow.get_tracking_uri() == good
+
+
+def test_unwritable_file_store_is_refused(monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "/proc/nope/mlruns")
+    with pytest.raises(TrackingError, match="/proc/nope/mlruns"):
+        tracking.configure()
+
+
+def test_writable_store_in_a_new_folder_is_accepted(tmp_path, monkeypatch):
+    uri = f"sqlite:///{tmp_path}/new/sub/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    assert tracking.configure() == uri
+    assert not (tmp_path / "new").exists()  # the check writes nothing that stays
+
+
+def test_remote_uris_are_not_checked_locally():
+    assert tracking._local_paths("http://localhost:5000") == []
+    assert tracking._local_paths("postgresql://u@h/db") == []
+    paths = tracking._local_paths("sqlite:////data/x/mlflow.db")
+    assert paths[0] == Path("/data/x")
+
+
+def test_run_metrics_params_and_interrupt_status(fresh_experiment):
+    with tracking.start_run(run_name="unit", tags={"a": "b"}) as run:
+        tracking.log_params({"x": 1, "y": "two"})
+        tracking.log_params({"x": 5, "z": 3.5})  # x is kept as first logged (resume)
+        tracking.log_metrics({"m": 1.0, "nan": float("nan"), "none": None}, step=1)
+        tracking.log_metrics({"m": 2.0}, step=2)
+        run_id = run.info.run_id
+    stored = MlflowClient().get_run(run_id)
+    assert stored.info.experiment_id == tracking.experiment_id()
+    assert stored.data.params == {"x": "1", "y": "two", "z": "3.5"}
+    assert set(stored.data.metrics) == {"m"}  # non-finite values are not logged
+    assert tracking.logged_metric_steps(run_id, "m") == {1, 2}
+    assert stored.data.tags["a"] == "b"
+    assert stored.info.status == "FINISHED"
+
+    with pytest.raises(RuntimeError), tracking.start_run(run_name="fails") as run:
+        raise RuntimeError("boom")
+    assert MlflowClient().get_run(run.info.run_id).info.status == "FAILED"
+
+    with pytest.raises(KeyboardInterrupt), tracking.start_run(run_name="stopped") as run:
+        raise KeyboardInterrupt
+    assert MlflowClient().get_run(run.info.run_id).info.status == "KILLED"
+    assert mlflow.active_run() is None
+
+
+def test_start_run_attaches_to_the_mlflow_run_of_a_project(fresh_experiment, monkeypatch):
+    with mlflow.start_run(experiment_id=tracking.experiment_id()) as outer:
+        pass
+    monkeypatch.setenv("MLFLOW_RUN_ID", outer.info.run_id)
+    with tracking.start_run(run_name="attached") as run:
+        assert run.info.run_id == outer.info.run_id
+
+
+def test_get_run_of_unknown_id_is_a_value_error():
+    with pytest.raises(ValueError, match="not found"):
+        tracking.get_run("ffffffffffffffffffffffffffffffff")

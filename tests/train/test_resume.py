@@ -1,0 +1,72 @@
+"""An interrupted pretrain run resumes from its checkpoint, bit for bit, with no duplicated
+metric steps."""
+
+from __future__ import annotations
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from eibacl import tracking
+from eibacl.config import replace
+from eibacl.train.pretrain import pretrain
+
+
+def _stop_after(last_epoch: int):
+    def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
+        if epoch == last_epoch:
+            raise KeyboardInterrupt
+
+    return on_epoch
+
+
+def _history(run_id: str, key: str) -> list[tuple[int, float]]:
+    return sorted((m.step, m.value) for m in MlflowClient().get_metric_history(run_id, key))
+
+
+def test_resumed_run_equals_an_uninterrupted_one(tiny_pretrain_config, fresh_experiment):
+    three_epochs = replace(tiny_pretrain_config, epochs=3)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(three_epochs, on_epoch=_stop_after(2))
+    (interrupted,) = tracking.find_runs("attributes.status != 'FINISHED'")
+    run_id = interrupted.info.run_id
+    assert interrupted.info.status == "KILLED"  # an interrupt, not a failure
+    assert [s for s, _ in _history(run_id, "train/loss")] == [1, 2]
+    assert "eibacl.encoder_uri" not in interrupted.data.tags
+
+    # resume with otherwise default (2-epoch) settings: the run's own parameters win
+    resumed = pretrain(replace(tiny_pretrain_config, resume=run_id))
+    assert resumed.run_id == run_id
+    run = MlflowClient().get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["epochs"] == "3"
+    assert "eibacl.encoder_uri" in run.data.tags
+    for key in ("train/loss", "train/lr", "train/images_per_s"):
+        assert [s for s, _ in _history(run_id, key)] == [1, 2, 3], key
+
+    with pytest.MonkeyPatch.context() as mp:  # the reference run needs no logged model
+        mp.setattr(tracking, "log_encoder", lambda encoder, name="encoder": "skipped")
+        uninterrupted = pretrain(three_epochs)
+    assert uninterrupted.run_id != run_id
+    expected = _history(uninterrupted.run_id, "train/loss")
+    got = _history(run_id, "train/loss")
+    assert [s for s, _ in expected] == [1, 2, 3]
+    for (_, a), (_, b) in zip(got, expected, strict=True):
+        assert a == pytest.approx(b, abs=1e-6, rel=0)
+    assert resumed.metrics["train/loss"] == pytest.approx(
+        uninterrupted.metrics["train/loss"], abs=1e-6, rel=0
+    )
+    assert resumed.metrics["val/knn_accuracy"] == uninterrupted.metrics["val/knn_accuracy"]
+
+
+def test_resuming_an_unknown_run_is_a_clear_error(tiny_pretrain_config, fresh_experiment):
+    with pytest.raises(ValueError, match="0123456789abcdef0123456789abcdef.*not found"):
+        pretrain(replace(tiny_pretrain_config, resume="0123456789abcdef0123456789abcdef"))
+
+
+def test_resuming_a_run_without_checkpoint_is_a_clear_error(tiny_pretrain_config, fresh_experiment):
+    import mlflow
+
+    with mlflow.start_run(experiment_id=tracking.experiment_id()) as run:
+        pass
+    with pytest.raises(ValueError, match="no checkpoint"):
+        pretrain(replace(tiny_pretrain_config, resume=run.info.run_id))
