@@ -24,6 +24,11 @@ def baseline(
     def make_objective(
         cfg: BaselineConfig, data: TrainingData, encoder: Encoder
     ) -> CrossEntropyObjective:
+        if cfg.knn_k > len(data.train_x):  # fail before training, not after it
+            raise ValueError(
+                f"knn_k={cfg.knn_k} is larger than the {len(data.train_x)} training images; "
+                f"use -P knn_k={len(data.train_x)} or less"
+            )
         oe = cfg.oe_weight if cfg.synthetic == "positives+negatives" else 0.0
         return CrossEntropyObjective(ClassifierNetwork(encoder, data.num_classes), oe)
 

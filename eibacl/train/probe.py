@@ -79,6 +79,7 @@ def probe(config: ProbeConfig, nested: bool = False) -> ProbeResult:
     data = load_run_data(source_run_id)
     check_encoder_input(encoder, data, model_uri)
     sets = evaluation_sets(data)
+    sets.check(config.knn_k)  # before a run exists: a bad knn_k leaves nothing behind
     method = source.data.tags.get(tracking.METHOD_TAG, "supcon")
     tags = {
         tracking.METHOD_TAG: method,

@@ -150,6 +150,11 @@ def _load_resume(config: Any) -> tuple[dict[str, Any], Any]:
     for key in RESUME_OVERRIDABLE:
         saved[key] = getattr(config, key)
     resumed = type(config)(**saved)
-    if state["epoch"] >= resumed.epochs:
-        log.info("run %s already finished its %d epochs", config.resume, resumed.epochs)
+    if state["epoch"] >= resumed.epochs and tracking.get_run(config.resume).data.tags.get(
+        "eibacl.encoder_uri"
+    ):
+        raise ValueError(
+            f"run {config.resume} already finished its {resumed.epochs} epochs and logged its "
+            "encoder: nothing to resume (start a new run to train longer)"
+        )
     return state, resumed
