@@ -104,11 +104,11 @@ class GenerateConfig:
     num_synthetic: int = param(4, "In-distribution variants per real training image (M).")
     num_near_ood: int = param(2, "Near-OOD variants per real training image.")
     near_ood_recipes: str = param(
-        "class-mix,other-class,high-strength",
+        "class-mix,other-class",
         "Near-OOD recipes, comma-separated: high-strength, class-mix, other-class.",
     )
     guidance_scale: float = param(3.0, "Classifier-free guidance scale.")
-    generator_steps: int = param(2500, "Training steps of the embedded ddpm generator.")
+    generator_steps: int = param(300, "Training steps of the embedded ddpm generator.")
     inference_steps: int = param(
         25, "Denoising steps of the full schedule (strength runs a share)."
     )
@@ -118,6 +118,9 @@ class GenerateConfig:
         "(or a hub id in the local cache).",
     )
     ti_steps: int = param(1000, "Textual-inversion steps per class (stable-diffusion).")
+    generator_seed: int = param(
+        0, "Seed of generator training and of every variant (independent of the training seed)."
+    )
     use_masks: bool = param(True, "Inpaint the object region when the data has masks (SD).")
 
     def validate(self) -> None:
@@ -244,8 +247,44 @@ class GenerateRunConfig(_Checked, GenerateConfig, DataConfig):
     """`generate`: make (or find) the synthetic set of a data split."""
 
     device: str = param("auto", "'auto', 'cpu' or 'cuda'.")
-    seed: int = param(0, "Seed of the generator training and of every variant.")
     progress: bool = param(True, "Show progress bars.")
+
+
+@dataclass
+class MainConfig(
+    _Checked,
+    EvalConfig,
+    SyntheticConfig,
+    GenerateConfig,
+    LossConfig,
+    OptimConfig,
+    ModelConfig,
+    DataConfig,
+):
+    """`main`: generate -> pretrain -> probe -> baseline, nested under one parent run."""
+
+
+@dataclass
+class CompareParams:
+    seeds: int = param(3, "Training seeds per cell (same split, same synthetic set).")
+    methods: str = param("supcon,ce", "Methods to compare: supcon, ce.")
+    modes: str = param(
+        "none,positives,positives+negatives", "Synthetic modes to compare (see `synthetic`)."
+    )
+
+    def validate(self) -> None:
+        _require(self.seeds >= 1, "seeds", self.seeds, "use seeds >= 1 (3 or more for tests)")
+        for method in self.methods.split(","):
+            _require(method in ("supcon", "ce"), "methods", self.methods, "use supcon and/or ce")
+        for mode in self.modes.split(","):
+            _require(
+                mode in SYNTHETIC_MODES, "modes", self.modes, "use " + ", ".join(SYNTHETIC_MODES)
+            )
+
+
+@dataclass
+class CompareConfig(MainConfig, CompareParams):
+    """`compare`: the grid {SupCon, CE} x {synthetic modes} x seeds, with paired tests."""
 
 
 def to_dict(config: Any) -> dict[str, Any]:
@@ -254,3 +293,177 @@ def to_dict(config: Any) -> dict[str, Any]:
 
 def replace(config: Any, **changes: Any) -> Any:
     return dataclasses.replace(config, **changes)
+
+
+SEARCHABLE = ("temperature", "strength", "alpha", "near_ood_per_batch")
+TUNE_OBJECTIVES = ("val_accuracy", "val_accuracy+near_ood_auroc")
+TUNE_PRUNERS = ("median", "none")
+
+
+@dataclass
+class TuneParams:
+    search: str = param(
+        "temperature,strength",
+        "Parameters to search, comma-separated: " + ", ".join(SEARCHABLE) + ".",
+    )
+    objective: str = param(
+        "val_accuracy",
+        "What trials are selected on (validation only, never the test split): val_accuracy, "
+        "or val_accuracy+near_ood_auroc (two objectives, both maximised; a Pareto front).",
+    )
+    n_trials: int = param(6, "Trials this process runs (every worker adds its own).")
+    timeout_minutes: float = param(
+        0.0, "Stop starting new trials after this many minutes (0 = no limit)."
+    )
+    study_name: str = param("eibacl", "Optuna study name; the same name continues the study.")
+    storage: str = param(
+        "sqlite:///optuna.db",
+        "Optuna storage, an SQLAlchemy URL: sqlite:///optuna.db (one machine) or "
+        "postgresql://user:pass@host/db (several workers).",
+    )
+    pruner: str = param(
+        "median", "Stop weak trials early on the validation kNN accuracy: median | none."
+    )
+    seed: int = param(
+        0, "Seed of the sampler (per trial) and of every trial's initialisation and batches."
+    )
+    temperature_min: float = param(0.03, "Lower end of the temperature range (log scale).")
+    temperature_max: float = param(0.5, "Upper end of the temperature range (log scale).")
+    strength_min: float = param(0.1, "Lower end of the strength range (when strength_grid='').")
+    strength_max: float = param(1.0, "Upper end of the strength range (when strength_grid='').")
+    strength_grid: str = param(
+        "0.25,0.5,0.75",
+        "Strength values to choose from (trials with one value share one synthetic set); "
+        "empty = the continuous range strength_min..strength_max.",
+    )
+    alpha_min: float = param(0.0, "Lower end of the alpha range.")
+    alpha_max: float = param(1.0, "Upper end of the alpha range.")
+    near_ood_min: int = param(0, "Lower end of the near_ood_per_batch range.")
+    near_ood_max: int = param(128, "Upper end of the near_ood_per_batch range.")
+
+    def validate(self) -> None:
+        names = search_list(self.search)
+        _require(
+            self.objective in TUNE_OBJECTIVES,
+            "objective",
+            self.objective,
+            "use " + " or ".join(TUNE_OBJECTIVES),
+        )
+        _require(self.pruner in TUNE_PRUNERS, "pruner", self.pruner, "use median or none")
+        _require(self.n_trials >= 1, "n_trials", self.n_trials, "use n_trials >= 1")
+        _require(
+            self.timeout_minutes >= 0,
+            "timeout_minutes",
+            self.timeout_minutes,
+            "use minutes >= 0 (0 = no limit)",
+        )
+        _require(bool(self.study_name.strip()), "study_name", self.study_name, "give a name")
+        _require(
+            bool(self.storage.strip()),
+            "storage",
+            self.storage,
+            "give an SQLAlchemy URL such as sqlite:///optuna.db",
+        )
+        _require(
+            0 < self.temperature_min < self.temperature_max,
+            "temperature_min",
+            (self.temperature_min, self.temperature_max),
+            "use 0 < temperature_min < temperature_max (e.g. 0.03 and 0.5)",
+        )
+        _require(
+            0 < self.strength_min < self.strength_max <= 1,
+            "strength_min",
+            (self.strength_min, self.strength_max),
+            "use 0 < strength_min < strength_max <= 1",
+        )
+        for value in strength_grid_list(self.strength_grid):
+            _require(
+                0 < value <= 1, "strength_grid", self.strength_grid, "each value must be in (0, 1]"
+            )
+        _require(
+            0 <= self.alpha_min < self.alpha_max <= 1,
+            "alpha_min",
+            (self.alpha_min, self.alpha_max),
+            "use 0 <= alpha_min < alpha_max <= 1",
+        )
+        _require(
+            0 <= self.near_ood_min < self.near_ood_max,
+            "near_ood_min",
+            (self.near_ood_min, self.near_ood_max),
+            "use 0 <= near_ood_min < near_ood_max",
+        )
+        synthetic = getattr(self, "synthetic", "none")
+        for name in ("strength", "alpha"):
+            _require(
+                name not in names or synthetic != "none",
+                "search",
+                self.search,
+                f"{name} only matters with synthetic data: drop it from search or use "
+                "synthetic=positives or positives+negatives",
+            )
+        _require(
+            "near_ood_per_batch" not in names or synthetic == "positives+negatives",
+            "search",
+            self.search,
+            "near_ood_per_batch only matters with synthetic=positives+negatives",
+        )
+        _require(
+            "strength" not in names or not getattr(self, "synthetic_set", ""),
+            "search",
+            self.search,
+            "strength cannot be searched with a fixed synthetic_set: leave it empty",
+        )
+        _require(
+            not getattr(self, "resume", ""),
+            "resume",
+            getattr(self, "resume", ""),
+            "a study continues when tune runs again with the same study_name and storage",
+        )
+        _require(
+            self.objective == "val_accuracy" or bool(getattr(self, "ood_classes", "")),
+            "objective",
+            self.objective,
+            "near_ood_auroc needs held-out classes (ood_classes)",
+        )
+
+
+def search_list(text: str) -> list[str]:
+    """Parse 'temperature,strength' into names, naming `search` and the valid names on error."""
+    names = list(dict.fromkeys(part.strip() for part in str(text).split(",") if part.strip()))
+    unknown = [name for name in names if name not in SEARCHABLE]
+    if unknown or not names:
+        raise ConfigError(
+            f"search={text!r} is invalid: "
+            + (f"unknown {', '.join(map(repr, unknown))}; " if unknown else "it is empty; ")
+            + "use a comma-separated list of "
+            + ", ".join(SEARCHABLE)
+            + "."
+        )
+    return names
+
+
+def strength_grid_list(text: str) -> list[float]:
+    """'0.25,0.5' -> [0.25, 0.5] (sorted, unique); '' -> [] (continuous strength range)."""
+    if not str(text).strip():
+        return []
+    try:
+        return sorted({float(part) for part in str(text).split(",") if part.strip()})
+    except ValueError as exc:
+        raise ConfigError(
+            f"strength_grid={text!r} is not a comma-separated list of numbers in (0, 1]"
+        ) from exc
+
+
+@dataclass
+class TuneConfig(
+    _Checked,
+    TuneParams,
+    EvalConfig,
+    SyntheticConfig,
+    GenerateConfig,
+    LossConfig,
+    OptimConfig,
+    ModelConfig,
+    DataConfig,
+):
+    """`tune`: an Optuna study of pretrain + probe trials, selected on validation metrics."""

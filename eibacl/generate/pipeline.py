@@ -1,0 +1,342 @@
+"""`generate`: train (or reuse) the generator on the training split, make (or reuse) the
+content-addressed synthetic set, check its quality, and show it in MLflow.
+
+Two caches make a repeated run cheap: the trained generator is keyed by the data, the
+training images and its settings; the synthetic set by the data, the split, the
+generation settings and the generator's fingerprint. Both live under the cache folder
+(`EIBACL_CACHE`, default `.eibacl-cache/`), and the generator is also logged to the
+run that trained it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from eibacl import distributed, tracking
+from eibacl.config import GenerateConfig, GenerateRunConfig, strength_list
+from eibacl.generate.augment import (
+    conditioning_weights,
+    generate_synthetic_set,
+    generation_settings,
+)
+from eibacl.generate.backend import GeneratorBackend
+from eibacl.generate.grids import near_ood_grid_figure, variants_grid_figure
+from eibacl.generate.quality import synthetic_quality, train_reference_classifier
+from eibacl.generate.recipes import parse_recipes, resolve_recipe
+from eibacl.generate.synthetic_set import SyntheticSet, SyntheticSetKey, is_complete
+from eibacl.paths import cache_dir
+from eibacl.train.data import TrainingData, prepare_data
+from eibacl.train.device import resolve_device
+
+log = logging.getLogger(__name__)
+SET_DIR_TAG = "eibacl.synthetic_set_dir"
+SET_KEY_TAG = "eibacl.synthetic_set"
+QUALITY_FILE = "quality.json"
+# Generator settings that change the trained model (the rest only change sampling).
+GENERATOR_FIELDS = ("generator", "generator_steps", "sd_model", "ti_steps", "generator_seed")
+
+
+@dataclass
+class GenerateResult:
+    set_dir: Path
+    key: str
+    reused: bool
+    counts: dict[str, int]
+    quality: dict[str, float]
+    backend: GeneratorBackend
+    generator_dir: Path
+    generator_reused: bool
+    run_id: str | None = None
+
+
+def generator_key(config: GenerateConfig, data: TrainingData) -> str:
+    parts = {f: getattr(config, f) for f in GENERATOR_FIELDS}
+    parts |= {
+        "data": data.split.source_fingerprint,
+        "train": hashlib.sha256("\n".join(data.split.train).encode()).hexdigest(),
+        "classes": data.split.id_classes,
+        "image_size": data.imageset.image_size,
+        "version": 1,
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def make_backend(config: GenerateConfig, data: TrainingData, device: torch.device) -> Any:
+    if config.generator == "ddpm":
+        return backend_class(config)(
+            image_size=data.imageset.image_size,
+            channels=data.imageset.channels,
+            num_classes=data.num_classes,
+            device=device,
+            train_steps=config.generator_steps,
+            inference_steps=config.inference_steps,
+            seed=config.generator_seed,
+        )
+    return backend_class(config).from_pretrained(
+        config.sd_model,
+        device=str(device),
+        ti_steps=config.ti_steps,
+        seed=config.generator_seed,
+        inference_steps=config.inference_steps,
+    )
+
+
+def load_or_train_generator(
+    config: GenerateConfig, data: TrainingData, device: torch.device, progress: bool
+) -> tuple[GeneratorBackend, Path, bool]:
+    """The trained generator from the cache, or trained now (only on the training split)."""
+    folder = cache_dir() / "generators" / generator_key(config, data)
+    backend_cls = backend_class(config)
+    if (folder / "COMPLETE").is_file():
+        kwargs: dict[str, Any] = {"device": str(device)}
+        if config.generator == "stable-diffusion":
+            kwargs["sd_model"] = config.sd_model
+        return backend_cls.load(folder, **kwargs), folder, True
+    backend = make_backend(config, data, device)
+    names = list(data.split.id_classes)
+    backend.fit(data.train_x, data.train_y, names, progress=progress)
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        backend.save(tmp)
+        marker = {f: getattr(config, f) for f in GENERATOR_FIELDS}
+        (tmp / "COMPLETE").write_text(json.dumps(marker | {"fingerprint": backend.fingerprint()}))
+        shutil.rmtree(folder, ignore_errors=True)
+        tmp.rename(folder)
+    except OSError as exc:
+        raise RuntimeError(
+            f"could not save the trained generator to {folder} ({exc}): free space or set "
+            "EIBACL_CACHE to a writable folder"
+        ) from exc
+    return backend, folder, False
+
+
+def backend_class(config: GenerateConfig) -> type:
+    """Imported lazily: the SD backend pulls in transformers, which the default never needs."""
+    if config.generator == "ddpm":
+        from eibacl.generate.ddpm import DDPMBackend
+
+        return DDPMBackend
+    from eibacl.generate.stable_diffusion import StableDiffusionBackend
+
+    return StableDiffusionBackend
+
+
+def set_key(
+    config: GenerateConfig, data: TrainingData, backend_fingerprint: str
+) -> SyntheticSetKey:
+    return SyntheticSetKey(
+        data_fingerprint=data.split.source_fingerprint,
+        split_fingerprint=data.split.fingerprint(),
+        settings=generation_settings(
+            num_synthetic=config.num_synthetic,
+            strengths=strength_list(config.strength),
+            num_near_ood=config.num_near_ood,
+            near_ood_recipes=parse_recipes(config.near_ood_recipes),
+            guidance_scale=config.guidance_scale,
+            seed=config.generator_seed,
+            use_masks=_use_masks(config),
+        ),
+        backend_fingerprint=backend_fingerprint,
+    )
+
+
+def lookup_synthetic_set(config: GenerateConfig, data: TrainingData) -> Path | None:
+    """The complete set these settings describe, if both it and its generator are cached."""
+    folder = cache_dir() / "generators" / generator_key(config, data)
+    if not (folder / "COMPLETE").is_file():
+        return None
+    fingerprint = json.loads((folder / "COMPLETE").read_text())["fingerprint"]
+    found = set_key(config, data, fingerprint).directory(cache_dir() / "synthetic")
+    return found if is_complete(found) else None
+
+
+def _use_masks(config: GenerateConfig) -> bool:
+    return config.use_masks and config.generator == "stable-diffusion"
+
+
+def object_masks(images: torch.Tensor) -> torch.Tensor:
+    """Objects on a black background (Fashion-MNIST, masked folder data): mask = non-black."""
+    return (images.amax(dim=1, keepdim=True) > 0).to(torch.uint8)
+
+
+def ensure_synthetic_set(
+    config: GenerateConfig,
+    data: TrainingData,
+    device: torch.device,
+    progress: bool = True,
+) -> GenerateResult:
+    """Find the set these settings describe, or make (or finish) it. No MLflow here."""
+    recipes = parse_recipes(config.near_ood_recipes)
+    for recipe in recipes:
+        resolve_recipe(recipe)
+    with distributed.primary_first():  # torchrun: rank 0 trains it, the others load it
+        backend, generator_dir, generator_reused = load_or_train_generator(
+            config, data, device, progress
+        )
+    key = set_key(config, data, backend.fingerprint())
+    folder = key.directory(cache_dir() / "synthetic")
+    reused = is_complete(folder)
+    if not reused:
+        generate_synthetic_set(
+            backend,
+            data.train_x,
+            data.train_y,
+            data.split.train,
+            list(data.split.id_classes),
+            num_synthetic=config.num_synthetic,
+            strengths=strength_list(config.strength),
+            num_near_ood=config.num_near_ood,
+            near_ood_recipes=recipes,
+            guidance_scale=config.guidance_scale,
+            seed=config.generator_seed,
+            out_dir=folder,
+            progress=progress,
+            masks=object_masks(data.train_x) if _use_masks(config) else None,
+            key=key,
+            across_ranks=distributed.world_size() > 1,  # torchrun: each rank a share
+        )
+    synthetic = SyntheticSet.open(folder)
+    kinds = synthetic.kinds
+    counts = {
+        "id": sum(k == "id" for k in kinds),
+        "near_ood": sum(k == "near_ood" for k in kinds),
+    }
+    with distributed.primary_first():  # rank 0 computes it, the others read it
+        quality = _quality(folder, synthetic, data, device)
+    return GenerateResult(
+        folder, key.digest, reused, counts, quality, backend, generator_dir, generator_reused
+    )
+
+
+def _quality(
+    folder: Path, synthetic: SyntheticSet, data: TrainingData, device: torch.device
+) -> dict[str, float]:
+    """Quality metrics, computed once per set and kept beside it."""
+    path = folder / QUALITY_FILE
+    if path.is_file():
+        return json.loads(path.read_text())
+    classifier = train_reference_classifier(
+        data.train_x, data.train_y, data.num_classes, device=device
+    )
+    quality = synthetic_quality(
+        classifier,
+        synthetic.images,
+        synthetic.labels,
+        synthetic.kinds,
+        synthetic.recipes,
+        strengths=synthetic.strengths,
+        class_weights=conditioning_weights(synthetic.rows, data.num_classes),
+        real_val_images=data.val_x,
+        real_val_labels=data.val_y,
+    )
+    try:
+        path.write_text(json.dumps(quality, indent=1))
+    except OSError:
+        log.warning("could not write %s; quality will be recomputed next time", path)
+    return quality
+
+
+def sample_figures(
+    config: GenerateConfig, data: TrainingData, backend: GeneratorBackend
+) -> dict[str, Any]:
+    """Fresh samples for the eye: one source per class at every strength and recipe."""
+    names = list(data.split.id_classes)
+    first = [int((data.train_y == c).nonzero()[0]) for c in range(len(names))]
+    sources = data.train_x[first]
+    k = len(names)
+    onehot = torch.eye(k)
+    seeds = list(range(len(first)))
+    by_strength = {
+        s: backend.img2img(sources, onehot, s, guidance_scale=config.guidance_scale, seeds=seeds)
+        for s in sorted(set(strength_list(config.strength)) | {1.0})
+    }
+    figures = {
+        "samples/variants_by_strength.png": variants_grid_figure(sources, by_strength, names)
+    }
+    by_recipe = {}
+    rng = np.random.default_rng(config.generator_seed)
+    for spec in parse_recipes(config.near_ood_recipes):
+        recipe, strength = resolve_recipe(spec)
+        variants = []
+        for c in range(k):
+            weights, value = recipe.build(c, k, rng, strength=strength)
+            variants.append(
+                backend.img2img(
+                    sources[c : c + 1],
+                    weights[None],
+                    value,
+                    guidance_scale=config.guidance_scale,
+                    seeds=[c],
+                )
+            )
+        by_recipe[spec] = torch.cat(variants)
+    if by_recipe:
+        figures["samples/near_ood_by_recipe.png"] = near_ood_grid_figure(
+            sources, by_recipe, source_names=names
+        )
+    return figures
+
+
+def generate(config: GenerateRunConfig, nested: bool = False) -> GenerateResult:
+    """The `generate` entry point: an MLflow run around `ensure_synthetic_set`."""
+    distributed.init_from_env()  # under torchrun: join the group (else a no-op)
+    tags = {tracking.ENTRY_TAG: "generate", "eibacl.generator": config.generator}
+    with tracking.start_run(
+        run_name=f"generate-{config.generator}", tags=tags, nested=nested
+    ) as run:
+        start = time.perf_counter()
+        with distributed.primary_first():  # rank 0 fills the data cache
+            data = prepare_data(config)
+        tracking.log_params(dataclasses.asdict(config))
+        tracking.set_tags({tracking.PARAMS_TAG: tracking.params_digest(dataclasses.asdict(config))})
+        from eibacl.train.runner import log_data
+
+        log_data(data)
+        device = distributed.local_device(resolve_device(config.device))
+        result = ensure_synthetic_set(config, data, device, progress=config.progress)
+        result.run_id = run.info.run_id
+        tracking.set_tags(
+            {
+                SET_DIR_TAG: str(result.set_dir),
+                SET_KEY_TAG: result.key[:16],
+                "eibacl.synthetic_reused": result.reused,
+                "eibacl.generator_dir": str(result.generator_dir),
+            }
+        )
+        tracking.log_metrics(
+            {
+                "synthetic/id_count": result.counts["id"],
+                "synthetic/near_ood_count": result.counts["near_ood"],
+                "synthetic/reused": float(result.reused),
+                "generate/seconds": time.perf_counter() - start,
+            }
+            | result.quality
+        )
+        tracking.log_artifact(result.set_dir / "manifest.csv", "synthetic_set")
+        tracking.log_artifact(result.set_dir / "settings.json", "synthetic_set")
+        if not result.generator_reused:
+            for path in sorted(result.generator_dir.iterdir()):
+                tracking.log_artifact(path, "generator")
+        figures = sample_figures(config, data, result.backend) if distributed.is_primary() else {}
+        for path, figure in figures.items():
+            tracking.log_figure(figure, path)
+        log.info(
+            "synthetic set %s (%s): %s, quality %s",
+            result.set_dir,
+            "reused" if result.reused else "made",
+            result.counts,
+            {k: round(v, 3) for k, v in result.quality.items() if k.count("/") <= 2},
+        )
+        return result
