@@ -1,0 +1,135 @@
+"""The study's comparison table: mean and spread per cell, and paired tests across seeds.
+
+A cell is (method, synthetic mode); its runs differ only in the training seed, and
+runs with the same seed share the split and the synthetic set, so differences between
+two cells are paired by seed.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+
+from eibacl.evaluate.stats import paired_test
+
+TABLE_METRICS = (
+    "test/accuracy",
+    "ood/near/knn/auroc",
+    "ood/near/knn/fpr95",
+    "ood/far/knn/auroc",
+    "ood/far/knn/fpr95",
+    "ood/near/energy/auroc",
+    "ood/near/energy/fpr95",
+    "ood/far/energy/auroc",
+    "ood/far/energy/fpr95",
+)
+
+
+@dataclass
+class CellRun:
+    method: str
+    mode: str
+    seed: int
+    metrics: dict[str, float]
+    run_id: str = ""
+
+    @property
+    def cell(self) -> str:
+        return f"{self.method}/{self.mode}"
+
+
+def aggregate(
+    runs: list[CellRun], metrics: tuple[str, ...] = TABLE_METRICS
+) -> dict[str, dict[str, tuple[float, float]]]:
+    """cell -> metric -> (mean, sample std; 0 for one seed)."""
+    values: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for run in runs:
+        for metric in metrics:
+            if metric in run.metrics:
+                values[run.cell][metric].append(run.metrics[metric])
+    table: dict[str, dict[str, tuple[float, float]]] = {}
+    for cell, by_metric in values.items():
+        table[cell] = {
+            m: (float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else 0.0)
+            for m, v in by_metric.items()
+        }
+    return table
+
+
+def paired_comparisons(
+    runs: list[CellRun], metrics: tuple[str, ...] = TABLE_METRICS
+) -> list[dict[str, float | str]]:
+    """Every pair of modes within a method, and every pair of methods within a mode:
+    difference (second minus first), its confidence interval and p-value over seeds."""
+    by_cell: dict[str, dict[int, CellRun]] = defaultdict(dict)
+    for run in runs:
+        by_cell[run.cell][run.seed] = run
+    methods = sorted({r.method for r in runs})
+    modes = list(dict.fromkeys(r.mode for r in runs))
+    pairs = [(f"{m}/{a}", f"{m}/{b}") for m in methods for a, b in itertools.combinations(modes, 2)]
+    pairs += [
+        (f"{a}/{mode}", f"{b}/{mode}")
+        for mode in modes
+        for a, b in itertools.combinations(methods, 2)
+    ]
+    results = []
+    for first, second in pairs:
+        seeds = sorted(set(by_cell.get(first, {})) & set(by_cell.get(second, {})))
+        for metric in metrics:
+            a = [by_cell[first][s].metrics.get(metric, np.nan) for s in seeds]
+            b = [by_cell[second][s].metrics.get(metric, np.nan) for s in seeds]
+            if not seeds or np.isnan(a).any() or np.isnan(b).any():
+                continue
+            test = paired_test(np.array(a), np.array(b))
+            results.append({"first": first, "second": second, "metric": metric} | test)
+    return results
+
+
+def table_csv(table: dict[str, dict[str, tuple[float, float]]]) -> str:
+    metrics = sorted({m for row in table.values() for m in row}, key=_metric_order)
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["cell"] + [f"{m} {stat}" for m in metrics for stat in ("mean", "std")])
+    for cell, row in table.items():
+        writer.writerow(
+            [cell] + [f"{v:.6f}" for m in metrics for v in row.get(m, (np.nan, np.nan))]
+        )
+    return out.getvalue()
+
+
+def table_markdown(table: dict[str, dict[str, tuple[float, float]]], seeds: int) -> str:
+    metrics = sorted({m for row in table.values() for m in row}, key=_metric_order)
+    lines = [
+        f"Mean ± std over {seeds} seed(s); AUROC higher is better, FPR95 lower is better.",
+        "",
+        "| cell | " + " | ".join(metrics) + " |",
+        "|---" * (len(metrics) + 1) + "|",
+    ]
+    for cell, row in table.items():
+        cells = [f"{row[m][0]:.4f} ± {row[m][1]:.4f}" if m in row else "" for m in metrics]
+        lines.append(f"| {cell} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def paired_tests_markdown(results: list[dict[str, float | str]]) -> str:
+    lines = [
+        "Paired t-tests across seeds: difference = second - first, 95% confidence interval.",
+        "",
+        "| first | second | metric | difference | 95% CI | p-value | n |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r['first']} | {r['second']} | {r['metric']} | {r['mean_diff']:+.4f} | "
+            f"[{r['ci_low']:+.4f}, {r['ci_high']:+.4f}] | {r['p_value']:.3g} | {int(r['n'])} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _metric_order(metric: str) -> int:
+    return TABLE_METRICS.index(metric) if metric in TABLE_METRICS else len(TABLE_METRICS)

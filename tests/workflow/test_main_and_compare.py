@@ -1,0 +1,94 @@
+"""`main` chains the steps and reuses finished ones; `compare` runs the grid and its tests."""
+
+from __future__ import annotations
+
+import mlflow
+from mlflow.tracking import MlflowClient
+
+from eibacl.config import CompareConfig, MainConfig
+from eibacl.workflow.compare import compare
+from eibacl.workflow.main import main
+
+TINY = dict(
+    shots=6,
+    val_per_class=6,
+    test_per_class=10,
+    image_size=16,
+    width=8,
+    epochs=1,
+    batch_size=16,
+    warmup_epochs=0,
+    eval_every=0,
+    progress=False,
+    device="cpu",
+    knn_k=5,
+    generator_steps=4,
+    num_synthetic=1,
+    num_near_ood=1,
+    inference_steps=4,
+    strength="0.5",
+    near_ood_recipes="class-mix",
+    near_ood_per_batch=4,
+)
+
+
+def _children(parent_id: str) -> list:
+    return mlflow.search_runs(
+        filter_string=f"tags.mlflow.parentRunId = '{parent_id}'",
+        output_format="list",
+        search_all_experiments=True,
+    )
+
+
+def test_main_runs_every_step_then_reuses_them(fresh_experiment, capsys):
+    config = MainConfig(register=False, **TINY)
+    first = main(config)
+    assert set(first) == {"supcon", "ce"}
+    assert 0 <= first["supcon"]["test/accuracy"] <= 1
+    out = capsys.readouterr().out
+    assert "mlflow ui --backend-store-uri" in out
+    parents = mlflow.search_runs(
+        experiment_names=[fresh_experiment],
+        filter_string="tags.`eibacl.entry_point` = 'main'",
+        output_format="list",
+    )
+    assert len(parents) == 1
+    entries = sorted(r.data.tags["eibacl.entry_point"] for r in _children(parents[0].info.run_id))
+    assert entries == ["baseline", "generate", "pretrain", "probe"]
+    second = main(config)
+    assert second == first
+    assert "(reused)" in capsys.readouterr().out
+    newest = mlflow.search_runs(
+        experiment_names=[fresh_experiment],
+        filter_string="tags.`eibacl.entry_point` = 'main'",
+        output_format="list",
+    )[0]
+    assert _children(newest.info.run_id) == []  # nothing ran again
+    tags = newest.data.tags
+    for step in ("generate", "pretrain", "probe", "baseline"):
+        assert tags[f"eibacl.step.{step}"]
+
+
+def test_compare_grid_table_chart_and_paired_tests(fresh_experiment):
+    config = CompareConfig(seeds=2, modes="none,positives", register=False, **TINY)
+    result = compare(config)
+    assert len(result.runs) == 2 * 2 * 2
+    assert set(result.table) == {"supcon/none", "supcon/positives", "ce/none", "ce/positives"}
+    pairs = {(t["first"], t["second"]) for t in result.tests}
+    assert ("supcon/none", "supcon/positives") in pairs
+    assert ("ce/none", "supcon/none") in pairs
+    assert all(t["n"] == 2 for t in result.tests)
+    artifacts = {f.path for f in MlflowClient().list_artifacts(result.run_id, "comparison")}
+    for name in ("table.csv", "table.md", "paired_tests.md", "test_accuracy.png"):
+        assert f"comparison/{name}" in artifacts
+    children = _children(result.run_id)
+    entries = [c.data.tags["eibacl.entry_point"] for c in children]
+    # 4 supcon pretrains + 4 probes + 4 baselines (+ the shared generate step)
+    assert entries.count("pretrain") == 4 and entries.count("probe") == 4
+    assert entries.count("baseline") == 4
+    seeds = {
+        c.data.params.get("seed")
+        for c in children
+        if c.data.tags["eibacl.entry_point"] == "pretrain"
+    }
+    assert seeds == {"0", "1"}
