@@ -70,7 +70,7 @@ class ModelConfig:
 
 @dataclass
 class OptimConfig:
-    epochs: int = param(60, "Training epochs.")
+    epochs: int = param(100, "Training epochs.")
     batch_size: int = param(128, "Real images per batch (each gives two views in SupCon).")
     lr: float = param(2e-3, "Peak learning rate (AdamW, warm-up then cosine decay).")
     weight_decay: float = param(1e-4, "AdamW weight decay.")

@@ -1,6 +1,7 @@
 """Render `MLproject` from the config dataclasses, so every default lives in one place.
 
     python -m eibacl.mlproject > MLproject
+    python -m eibacl.mlproject --readme     # the parameter table in README.md
 
 A test fails when the committed MLproject differs from this rendering.
 """
@@ -12,7 +13,13 @@ import importlib
 
 # entry point -> (config class, script). `main` is what `mlflow run .` runs.
 ENTRY_POINTS: dict[str, tuple[str, str]] = {
+    "main": ("eibacl.config:MainConfig", "entrypoints/main.py"),
+    "generate": ("eibacl.config:GenerateRunConfig", "entrypoints/generate.py"),
     "pretrain": ("eibacl.config:PretrainConfig", "entrypoints/pretrain.py"),
+    "probe": ("eibacl.config:ProbeConfig", "entrypoints/probe.py"),
+    "baseline": ("eibacl.config:BaselineConfig", "entrypoints/baseline.py"),
+    "tune": ("eibacl.config:TuneConfig", "entrypoints/tune.py"),
+    "compare": ("eibacl.config:CompareConfig", "entrypoints/compare.py"),
 }
 MLFLOW_TYPES = {"int": "float", "float": "float", "bool": "string", "str": "string"}
 
@@ -54,5 +61,39 @@ def render() -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+TABLE_START, TABLE_END = "<!-- parameters:start -->", "<!-- parameters:end -->"
+
+
+def parameter_table() -> str:
+    """Markdown table of every parameter: name, default, entry points, meaning."""
+    rows: dict[str, tuple[object, str, list[str]]] = {}
+    for entry, (config_path, _) in ENTRY_POINTS.items():
+        for field in dataclasses.fields(_config_class(config_path)):
+            default, help_text, entries = rows.setdefault(
+                field.name, (field.default, field.metadata.get("help", ""), [])
+            )
+            entries.append(entry)
+    lines = ["| parameter | default | entry points | meaning |", "|---|---|---|---|"]
+    for name, (default, help_text, entries) in rows.items():
+        shown = "all" if len(entries) == len(ENTRY_POINTS) else ", ".join(entries)
+        text = '""' if default == "" else str(default)
+        lines.append(f"| `{name}` | `{text}` | {shown} | {help_text} |")
+    return "\n".join([TABLE_START, *lines, TABLE_END])
+
+
+def readme_with_table(readme: str) -> str:
+    """README text with its parameter table replaced by the current rendering."""
+    start, end = readme.index(TABLE_START), readme.index(TABLE_END) + len(TABLE_END)
+    return readme[:start] + parameter_table() + readme[end:]
+
+
 if __name__ == "__main__":
-    print(render(), end="")
+    import sys
+
+    if "--readme" in sys.argv:
+        from pathlib import Path
+
+        path = Path("README.md")
+        path.write_text(readme_with_table(path.read_text()))
+    else:
+        print(render(), end="")

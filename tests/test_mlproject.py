@@ -129,3 +129,13 @@ def test_mlflow_run_pretrain_end_to_end(make_experiment, isolated_environment):
     assert [m.source_run_id for m in models] == [run.info.run_id]
     steps = [m.step for m in MlflowClient().get_metric_history(run.info.run_id, "train/loss")]
     assert steps == [1]
+
+
+def test_readme_parameter_table_is_the_rendering_of_the_configs():
+    readme = (ROOT / "README.md").read_text()
+    assert mlproject.TABLE_START in readme and mlproject.TABLE_END in readme
+    assert mlproject.readme_with_table(readme) == readme, (
+        "README parameter table is stale: run `python -m eibacl.mlproject --readme`"
+    )
+    for name in ("temperature", "strength", "shots", "synthetic", "knn_k", "seeds"):
+        assert f"| `{name}` |" in readme
