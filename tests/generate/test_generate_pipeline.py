@@ -1,0 +1,96 @@
+"""The `generate` run: made once, found again; both backends through the same pipeline."""
+
+from __future__ import annotations
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from eibacl.config import ConfigError, GenerateRunConfig
+from eibacl.generate.pipeline import generate
+from eibacl.generate.synthetic_set import SyntheticSet
+
+TINY = dict(
+    shots=4,
+    val_per_class=4,
+    test_per_class=5,
+    image_size=16,
+    generator_steps=4,
+    num_synthetic=2,
+    num_near_ood=1,
+    inference_steps=4,
+    strength="0.25,0.75",
+    progress=False,
+    device="cpu",
+)
+
+
+def test_second_identical_generate_reuses_the_set(fresh_experiment):
+    config = GenerateRunConfig(**TINY)
+    first = generate(config)
+    assert not first.reused and not first.generator_reused
+    second = generate(config)
+    assert second.reused and second.generator_reused
+    assert second.set_dir == first.set_dir
+    rows = SyntheticSet.open(first.set_dir).rows
+    assert len(rows) == 7 * 4 * (2 + 1)
+    assert {r.kind for r in rows} == {"id", "near_ood"}
+    run = MlflowClient().get_run(first.run_id)
+    assert run.data.metrics["synthetic/id_count"] == 7 * 4 * 2
+    assert "quality/id/own_class_rate" in run.data.metrics
+    assert "quality/near_ood/source_class_rate" in run.data.metrics
+    artifacts = {f.path for f in MlflowClient().list_artifacts(first.run_id, "samples")}
+    assert artifacts == {"samples/variants_by_strength.png", "samples/near_ood_by_recipe.png"}
+    generator_files = {f.path for f in MlflowClient().list_artifacts(first.run_id, "generator")}
+    assert generator_files  # the trained generator is logged by the run that trained it
+    assert not MlflowClient().list_artifacts(second.run_id, "generator")
+    other = generate(GenerateRunConfig(**(TINY | {"num_near_ood": 2})))
+    assert other.set_dir != first.set_dir
+    assert other.generator_reused  # same generator settings: the model is not trained again
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"strength": "0"}, "strength"),
+        ({"strength": "1.5"}, "strength"),
+        ({"num_synthetic": -1}, "num_synthetic"),
+        ({"generator": "gan"}, "generator"),
+    ],
+)
+def test_bad_generation_parameters(change, message):
+    with pytest.raises(ConfigError, match=message):
+        GenerateRunConfig(**(TINY | change))
+
+
+def test_unknown_recipe_fails_before_any_work(fresh_experiment):
+    with pytest.raises(ValueError, match="unknown near-OOD recipe"):
+        generate(GenerateRunConfig(**(TINY | {"near_ood_recipes": "class-mix,nonsense"})))
+
+
+def test_missing_sd_model_names_the_folder_layout(fresh_experiment, tmp_path):
+    config = GenerateRunConfig(
+        **(TINY | {"generator": "stable-diffusion", "sd_model": str(tmp_path / "none")})
+    )
+    with pytest.raises(FileNotFoundError, match="sd_model"):
+        generate(config)
+
+
+def test_stable_diffusion_backend_through_the_pipeline(fresh_experiment, tiny_sd_dir):
+    config = GenerateRunConfig(
+        **(
+            TINY
+            | {
+                "generator": "stable-diffusion",
+                "sd_model": str(tiny_sd_dir),
+                "ti_steps": 2,
+                "num_synthetic": 1,
+                "shots": 2,
+                "inference_steps": 2,
+            }
+        )
+    )
+    result = generate(config)
+    synthetic = SyntheticSet.open(result.set_dir)
+    assert len(synthetic) == 7 * 2 * 2
+    assert synthetic.images.shape[1:] == (1, 16, 16)
+    assert {r.backend for r in synthetic.rows} == {"stable-diffusion"}
