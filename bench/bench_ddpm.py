@@ -23,22 +23,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from eibacl.data.fashion_mnist import CLASS_NAMES
 from eibacl.generate.ddpm import DDPMBackend, DDPMConfig
 from eibacl.generate.recipes import NEAR_OOD_RECIPES
 
 FMNIST = Path(os.environ.get("FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist"))
-FMNIST_NAMES = [
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
-]
 ID_CLASSES = [0, 1, 3, 4, 5, 7, 8]
 
 
@@ -66,7 +55,7 @@ def load_data(per_class: int, size: int, seed: int, split: str = "train"):
         x = torch.from_numpy(np.concatenate(keep_x)).unsqueeze(1).float()
         x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
         x = x.round().clamp(0, 255).to(torch.uint8)
-        return x, torch.tensor(keep_y), [FMNIST_NAMES[i] for i in ID_CLASSES], "fashion-mnist"
+        return x, torch.tensor(keep_y), [CLASS_NAMES[i] for i in ID_CLASSES], "fashion-mnist"
     gen = torch.Generator().manual_seed(seed)
     k = len(ID_CLASSES)
     x = torch.randint(0, 256, (k * per_class, 1, size, size), generator=gen, dtype=torch.uint8)
