@@ -167,7 +167,15 @@ def log_params(params: dict[str, Any]) -> None:
     if changed:
         log.debug("parameters already logged are kept as they are: %s", changed)
     if new:
-        mlflow.log_params(new)
+        try:
+            mlflow.log_params(new)
+        except mlflow.exceptions.MlflowException:
+            # another process logged to this run in between (e.g. tune workers starting
+            # together on the study's parent run): log what is still missing
+            existing = mlflow.get_run(mlflow.active_run().info.run_id).data.params
+            missing = {k: v for k, v in new.items() if k not in existing}
+            if missing:
+                mlflow.log_params(missing)
 
 
 def _param_text(value: Any) -> str:

@@ -1,0 +1,116 @@
+"""Helpers of the multi-process tests: free ports, spawned process groups, torchrun.
+
+Imported by the tests of this folder as a top-level module (pytest puts the folder on
+`sys.path`; spawned children get the parent's `sys.path`), so every worker function here
+is picklable by reference.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def loopback_env(world: int, port: int) -> dict[str, str]:
+    """What torchrun sets, on loopback (gloo on `lo`, one thread per process)."""
+    return {
+        "WORLD_SIZE": str(world),
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(port),
+        "GLOO_SOCKET_IFNAME": "lo",
+        "OMP_NUM_THREADS": "1",
+    }
+
+
+def join_group(rank: int, world: int, port: int) -> None:
+    """In a spawned child: torchrun's environment for `rank`, then `init_from_env`."""
+    os.environ.update(loopback_env(world, port))
+    os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank)})
+    import torch
+
+    torch.set_num_threads(1)
+    from eibacl import distributed
+
+    assert distributed.init_from_env()
+
+
+def leave_group() -> None:
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def spawn(function: Callable[..., Any], world: int, *args: Any, timeout: float = 180) -> None:
+    """Run `function(rank, world, port, *args)` in `world` spawned processes; raise what a
+    child raised, or TimeoutError (the children are then killed)."""
+    import torch.multiprocessing as mp
+
+    port = free_port()
+    context = mp.start_processes(
+        function, args=(world, port, *args), nprocs=world, join=False, start_method="spawn"
+    )
+    deadline = time.monotonic() + timeout
+    try:
+        while not context.join(timeout=1):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{function.__name__} did not finish in {timeout} s")
+    finally:
+        for process in context.processes:
+            if process.is_alive():
+                process.kill()
+
+
+def torchrun(
+    script: str,
+    args: list[str],
+    env: dict[str, str],
+    cwd: Path,
+    nproc: int = 2,
+    timeout: float = 240,
+) -> subprocess.CompletedProcess:
+    """`torchrun --nproc-per-node nproc <repo>/script args` on loopback, run in `cwd`."""
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nproc-per-node={nproc}",
+        "--master-addr=127.0.0.1",
+        f"--master-port={free_port()}",
+        str(REPO / script),
+        *args,
+    ]
+    full_env = os.environ | {"GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"} | env
+    full_env.pop("WORLD_SIZE", None)
+    done = subprocess.run(
+        command, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
+    )
+    if done.returncode != 0:
+        raise AssertionError(
+            f"torchrun {script} failed ({done.returncode}):\n{done.stdout[-3000:]}\n"
+            f"{done.stderr[-6000:]}"
+        )
+    return done
+
+
+def cli_args(values: dict[str, Any]) -> list[str]:
+    """{'epochs': 2} -> ['--epochs', '2'] for an entry point."""
+    out: list[str] = []
+    for key, value in values.items():
+        out += [f"--{key}", str(value).lower() if isinstance(value, bool) else str(value)]
+    return out
