@@ -298,9 +298,6 @@ def generate_synthetic_set(
         pending = [t for t in tasks if t.row.synthetic_id not in done]
         if not pending and writer.complete:
             return out_dir
-        groups: dict[float, list[_Task]] = defaultdict(list)
-        for task in pending:
-            groups[task.row.strength].append(task)
         bar = tqdm(
             total=len(tasks),
             initial=len(tasks) - len(pending),
@@ -308,26 +305,36 @@ def generate_synthetic_set(
             disable=not progress,
         )
         try:
-            for strength in sorted(groups):
-                group = groups[strength]
-                for lo in range(0, len(group), batch_size):
-                    chunk = group[lo : lo + batch_size]
-                    index = torch.tensor([t.source_index for t in chunk])
-                    out = backend.img2img(
-                        images[index],
-                        torch.stack([t.weights for t in chunk]),
-                        strength,
-                        guidance_scale=guidance_scale,
-                        seeds=[t.row.seed for t in chunk],
-                        masks=None if masks is None else masks[index],
-                    )
-                    for task, image in zip(chunk, out):
-                        writer.write(task.row, image)
-                    bar.update(len(chunk))
+            for strength, chunk in _batches(pending, batch_size):
+                _render(backend, images, masks, chunk, strength, guidance_scale, writer)
+                bar.update(len(chunk))
         finally:
             bar.close()
         writer.finish()
     return out_dir
+
+
+def _render(
+    backend: GeneratorBackend,
+    images: torch.Tensor,
+    masks: torch.Tensor | None,
+    chunk: list[_Task],
+    strength: float,
+    guidance_scale: float,
+    writer: SyntheticSetWriter,
+) -> None:
+    """Make one batch of variants (all at one strength) and write each with its row."""
+    index = torch.tensor([t.source_index for t in chunk])
+    out = backend.img2img(
+        images[index],
+        torch.stack([t.weights for t in chunk]),
+        strength,
+        guidance_scale=guidance_scale,
+        seeds=[t.row.seed for t in chunk],
+        masks=None if masks is None else masks[index],
+    )
+    for task, image in zip(chunk, out):
+        writer.write(task.row, image)
 
 
 def _batches(tasks: Sequence[_Task], batch_size: int) -> list[tuple[float, list[_Task]]]:
@@ -381,17 +388,7 @@ def _generate_across_ranks(
             for strength, chunk in todo:
                 if not chunk:
                     continue
-                index = torch.tensor([t.source_index for t in chunk])
-                out = backend.img2img(
-                    images[index],
-                    torch.stack([t.weights for t in chunk]),
-                    strength,
-                    guidance_scale=guidance_scale,
-                    seeds=[t.row.seed for t in chunk],
-                    masks=None if masks is None else masks[index],
-                )
-                for task, image in zip(chunk, out):
-                    writer.write(task.row, image)
+                _render(backend, images, masks, chunk, strength, guidance_scale, writer)
                 bar.update(len(chunk))
         finally:
             bar.close()
