@@ -1,0 +1,385 @@
+"""`tune`: an Optuna study of pretrain + probe trials inside one parent MLflow run.
+
+    tune(TuneConfig(n_trials=6))          # or: mlflow run . -e tune --env-manager local
+
+- Storage: any SQLAlchemy URL (`storage`); SQLite for one machine, PostgreSQL for
+  several. The study is created, or continued when one of that `study_name` exists, and
+  checked (reachable storage, same objectives, same fixed parameters, a compatible search
+  space) before any trial or MLflow run starts.
+- Workers: every process running `tune` on the same storage and study name runs its own
+  `n_trials`; the storage hands each trial number out once. Dead workers' trials are
+  failed by the heartbeat and retried once.
+- MLflow: one parent run per study (its id is kept in the study, so a continued study and
+  every worker log under the same parent); each trial adds a nested pretrain and a nested
+  probe run (see `eibacl.tune.objective`). After `optimize`, the parent gets the best
+  trial (`best/...` metrics and tags), `trials.csv`, and Optuna's plots.
+- Selection never looks at the test split: validation accuracy, and optionally the
+  validation near-OOD KNN AUROC (held-out classes from the training pool).
+- The best trial's encoder is registered (for two objectives: the Pareto-optimal trial
+  with the highest validation accuracy); the registry moves `champion` only when it beats
+  the current champion on validation data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import random
+import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import mlflow
+import optuna
+from mlflow.tracking import MlflowClient
+from optuna.samplers import TPESampler
+from optuna.trial import FrozenTrial, TrialState
+
+from eibacl import tracking
+from eibacl.config import ConfigError, TuneConfig
+from eibacl.registry import Registration, register_encoder
+from eibacl.tune import plots, space
+from eibacl.tune.objective import (
+    METRICS,
+    MODEL_URI,
+    PRETRAIN_RUN,
+    PROBE_RUN,
+    STUDY_TAG,
+    TRIAL_TAG,
+    TrialObjective,
+)
+
+log = logging.getLogger(__name__)
+PARENT_ATTR = "eibacl.mlflow_parent_run"
+SETTINGS_ATTR = "eibacl.settings"
+STORAGE_TAG = "eibacl.optuna_storage"
+TRIALS_CSV = "trials.csv"
+CLAIM_SETTLE_S = 1.0  # two workers starting a new study at once: the last claim wins
+HEARTBEAT_S = 60
+GRACE_S = 180
+SCHEMA_ATTEMPTS = 5
+# What a storage whose tables another worker is creating at the same moment answers.
+SCHEMA_RACE = ("UNIQUE constraint failed", "already exists", "duplicate key")
+# Trial failures that belong to the trial's parameters (a temperature too low for the
+# learning rate makes the loss non-finite); every other error stops the study.
+TRIAL_ERRORS = (FloatingPointError,)
+
+
+@dataclass
+class TuneResult:
+    study: optuna.Study
+    parent_run_id: str
+    best_trial: FrozenTrial | None
+    registration: Registration | None
+
+
+class TrialSeededTPESampler(TPESampler):
+    """TPE whose random draws for trial n depend only on (seed, n): one process repeats a
+    study exactly, and workers sharing a study with the same seed draw different trials."""
+
+    def __init__(self, seed: int, **kwargs: Any) -> None:
+        super().__init__(seed=seed, **kwargs)
+        self._base_seed = seed
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        trial_seed = (self._base_seed * 1_000_003 + trial.number) % 2**32
+        for owner in (self, getattr(self, "_random_sampler", None)):
+            state = getattr(owner, "_rng", None)
+            if state is not None and hasattr(state, "rng"):
+                state.rng.seed(trial_seed)
+        super().before_trial(study, trial)
+
+
+def display_url(url: str) -> str:
+    """The storage URL with its password hidden (it is logged and shown in errors)."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - an unparsable URL is shown as given
+        return url
+
+
+def open_storage(url: str) -> optuna.storages.RDBStorage:
+    """Connect to the study storage, or say which URL failed and how to fix it."""
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+    from sqlalchemy.exc import SQLAlchemyError
+
+    shown = display_url(url)
+    engine: dict[str, Any] = {"pool_pre_ping": True}
+    if url.startswith("sqlite"):
+        engine["connect_args"] = {"timeout": 60}  # several workers on one file wait
+    elif url.startswith(("postgresql", "mysql")):
+        engine["connect_args"] = {"connect_timeout": 10}  # an unreachable host fails soon
+    for attempt in range(SCHEMA_ATTEMPTS):
+        try:
+            with warnings.catch_warnings():  # the heartbeat is flagged experimental
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    url,
+                    engine_kwargs=engine,
+                    heartbeat_interval=HEARTBEAT_S,
+                    grace_period=GRACE_S,
+                    heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1),
+                )
+        except ImportError as exc:
+            raise ConfigError(
+                f"storage={shown!r}: the database driver for this URL is not installed ({exc}); "
+                "install it (PostgreSQL: pip install psycopg2-binary) or use a SQLite file, "
+                "storage=sqlite:///optuna.db"
+            ) from exc
+        except (SQLAlchemyError, OSError, ValueError) as exc:
+            racing = isinstance(exc, SQLAlchemyError) and any(m in str(exc) for m in SCHEMA_RACE)
+            if racing and attempt + 1 < SCHEMA_ATTEMPTS:
+                # workers starting together on a new database: one created the tables
+                # while the other tried to; the next attempt finds them
+                time.sleep(0.2 * (attempt + 1) + random.random() * 0.3)
+                continue
+            reason = str(exc).splitlines()[0]
+            raise ConfigError(
+                f"storage={shown!r} cannot be opened ({reason}): for SQLite give a file in a "
+                "writable folder (sqlite:///optuna.db, or sqlite:////abs/path/optuna.db); for a "
+                "server check host, port, user, password and that the database exists "
+                "(postgresql://user:password@host:5432/optuna)"
+            ) from exc
+    raise AssertionError("unreachable")
+
+
+def make_sampler(config: TuneConfig) -> TPESampler:
+    startup = max(2, min(10, config.n_trials // 2))
+    return TrialSeededTPESampler(seed=config.seed, n_startup_trials=startup)
+
+
+def make_pruner(config: TuneConfig) -> optuna.pruners.BasePruner:
+    """Median pruning after 2 finished trials and a third of the epochs (noisy early kNN)."""
+    if config.pruner == "none" or len(space.directions(config)) > 1:
+        return optuna.pruners.NopPruner()
+    return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=config.epochs // 3)
+
+
+def open_study(config: TuneConfig) -> optuna.Study:
+    """Create or load the study and check that this config may add trials to it."""
+    storage = open_storage(config.storage)
+    wanted = space.directions(config)
+    study = optuna.create_study(
+        storage=storage,
+        study_name=config.study_name,
+        directions=wanted,
+        sampler=make_sampler(config),
+        pruner=make_pruner(config),
+        load_if_exists=True,
+    )
+    have = [d.name.lower() for d in study.directions]
+    if have != wanted:
+        raise ConfigError(
+            f"study {config.study_name!r} in {display_url(config.storage)} has {len(have)} "
+            f"objective(s), objective={config.objective!r} needs {len(wanted)}: use the "
+            "study's objective, or another study_name"
+        )
+    if study.metric_names != space.objective_names(config):
+        with warnings.catch_warnings():  # names the value columns of trials.csv and plots
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(space.objective_names(config))
+    stored = study.user_attrs.get(SETTINGS_ATTR)
+    if stored is None:
+        study.set_user_attr(SETTINGS_ATTR, space.study_settings(config))
+    else:
+        conflicts = space.settings_conflicts(stored, config)
+        if conflicts:
+            listed = ", ".join(f"{k} {old!r} != {new!r}" for k, (old, new) in conflicts.items())
+            raise ConfigError(
+                f"study {config.study_name!r} was run with other fixed parameters ({listed}): "
+                "its trials would not be comparable; use the study's values, or another "
+                "study_name"
+            )
+    space.check_compatible(study, config)
+    return study
+
+
+def _usable_parent(run_id: str | None) -> bool:
+    if not run_id:
+        return False
+    try:
+        run = MlflowClient().get_run(run_id)
+    except Exception:  # noqa: BLE001 - another tracking store, or deleted
+        return False
+    return (
+        run.info.lifecycle_stage == "active" and run.info.experiment_id == tracking.experiment_id()
+    )
+
+
+def _claim_parent(study: optuna.Study, tags: dict[str, str]) -> str:
+    """The study's parent run: the one it records, else a new one (one claim wins)."""
+    stored = study.user_attrs.get(PARENT_ATTR)
+    if _usable_parent(stored):
+        return stored
+    client = MlflowClient()
+    mine = client.create_run(
+        tracking.experiment_id(), tags=tags, run_name=f"tune-{study.study_name}"
+    ).info.run_id
+    study.set_user_attr(PARENT_ATTR, mine)
+    time.sleep(CLAIM_SETTLE_S)
+    winner = study.user_attrs.get(PARENT_ATTR)
+    if winner != mine and _usable_parent(winner):
+        client.delete_run(mine)
+        return winner
+    return mine
+
+
+@contextmanager
+def parent_run(study: optuna.Study, config: TuneConfig) -> Iterator[mlflow.ActiveRun]:
+    """The study's parent run, active; an active run (or `mlflow run`'s) is used as is."""
+    tags = {
+        tracking.ENTRY_TAG: "tune",
+        STUDY_TAG: study.study_name,
+        STORAGE_TAG: display_url(config.storage),
+        "eibacl.objective": config.objective,
+    }
+    run_id = None
+    if mlflow.active_run() is None and not os.environ.get("MLFLOW_RUN_ID"):
+        tracking.configure()
+        run_id = _claim_parent(study, tags)
+    with tracking.start_run(run_name=f"tune-{study.study_name}", tags=tags, run_id=run_id) as run:
+        yield run
+
+
+def tune(config: TuneConfig) -> TuneResult:
+    """Run `n_trials` trials of the study, then summarise it and register its best encoder."""
+    study = open_study(config)  # storage and study checks come before any MLflow run
+    tracking.configure()
+    with parent_run(study, config) as run:
+        _log_params(dataclasses.asdict(config) | {"storage": display_url(config.storage)})
+        tracking.log_dict(
+            {name: repr(dist) for name, dist in space.distributions(config).items()},
+            "search_space.json",
+        )
+        study.optimize(
+            TrialObjective(config, study.study_name),
+            n_trials=config.n_trials,
+            timeout=config.timeout_minutes * 60 or None,
+            catch=TRIAL_ERRORS,
+            gc_after_trial=True,
+        )
+        best = summarise(study, config)
+        registration = register_best(study, best) if config.register else None
+        return TuneResult(study, run.info.run_id, best, registration)
+
+
+def _log_params(params: dict[str, Any]) -> None:
+    """Parameters of the parent run; workers starting together may log them at once."""
+    from mlflow.exceptions import MlflowException
+
+    for attempt in range(3):
+        try:
+            tracking.log_params(params)  # keeps what is logged already
+            return
+        except MlflowException:
+            if attempt == 2:
+                raise
+            time.sleep(0.5 + attempt)
+
+
+def best_trial(study: optuna.Study) -> FrozenTrial | None:
+    """The best completed trial; with two objectives, the Pareto-optimal trial with the
+    highest validation accuracy (ties: higher validation near-OOD AUROC)."""
+    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        return None
+    if len(study.directions) == 1:
+        return study.best_trial
+    return max(study.best_trials, key=lambda t: (tuple(t.values), -t.number))
+
+
+def summarise(study: optuna.Study, config: TuneConfig) -> FrozenTrial | None:
+    """Log the study's state, best trial, trials table and plots to the parent run."""
+    trials = study.get_trials(deepcopy=False)
+    step = len(trials)
+    counts = {
+        f"study/{state.name.lower()}": float(sum(t.state == state for t in trials))
+        for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+    }
+    tracking.log_metrics(counts | {"study/trials": float(step)}, step=step)
+    tracking.log_text(study.trials_dataframe().to_csv(index=False), TRIALS_CSV)
+    names = space.objective_names(config)
+    figures, skipped = plots.study_figures(study, names)
+    for path, figure in figures.items():
+        tracking.log_figure(figure, path)
+    if skipped:
+        tracking.log_dict(skipped, "plots/skipped.json")
+    best = best_trial(study)
+    if best is None:
+        log.warning("study %s has no completed trial yet: nothing to select", study.study_name)
+        return None
+    metrics = {f"best/{name}": value for name, value in zip(names, best.values)}
+    metrics |= {
+        f"best/{k}": float(v) for k, v in best.params.items() if isinstance(v, (int, float))
+    }
+    metrics["best/trial"] = float(best.number)
+    if len(names) > 1:
+        metrics["study/pareto_size"] = float(len(study.best_trials))
+    tracking.log_metrics(metrics, step=step)
+    tracking.set_tags(
+        {f"best/{k}": v for k, v in best.params.items()}
+        | {
+            "eibacl.best_trial": best.number,
+            "eibacl.best_pretrain_run": best.user_attrs.get(PRETRAIN_RUN, ""),
+            "eibacl.best_probe_run": best.user_attrs.get(PROBE_RUN, ""),
+            "eibacl.best_model_uri": best.user_attrs.get(MODEL_URI, ""),
+        }
+    )
+    log.info(
+        "study %s: best trial %d %s with %s",
+        study.study_name,
+        best.number,
+        dict(zip(names, best.values)),
+        best.params,
+    )
+    return best
+
+
+def _already_registered(client: MlflowClient, run_id: str) -> str | None:
+    try:
+        found = client.search_model_versions(
+            f"name='{tracking.REGISTERED_MODEL}' and run_id='{run_id}'"
+        )
+    except Exception:  # noqa: BLE001 - no such registered model yet
+        return None
+    return str(found[0].version) if found else None
+
+
+def register_best(study: optuna.Study, best: FrozenTrial | None) -> Registration | None:
+    """Register the best trial's encoder (once); the registry decides about `champion`."""
+    if best is None:
+        return None
+    model_uri, run_id = best.user_attrs.get(MODEL_URI), best.user_attrs.get(PRETRAIN_RUN)
+    if not model_uri or not run_id:
+        log.warning("best trial %d has no logged encoder: nothing to register", best.number)
+        return None
+    client = MlflowClient()
+    version = _already_registered(client, run_id)
+    if version is not None:
+        log.info("trial %d's encoder is already version %s", best.number, version)
+        tracking.set_tags({"eibacl.model_version": version})
+        return None
+    source = client.get_run(run_id).data.tags
+    tags = {
+        tracking.METHOD_TAG: source.get(tracking.METHOD_TAG, "supcon"),
+        tracking.ENTRY_TAG: "tune",
+        tracking.SYNTHETIC_TAG: source.get(tracking.SYNTHETIC_TAG, "none"),
+        tracking.DATA_TAG: source.get(tracking.DATA_TAG, ""),
+        "eibacl.pretrain_run": run_id,
+        "eibacl.probe_run": best.user_attrs.get(PROBE_RUN, ""),
+        "eibacl.encoder_uri": model_uri,
+        STUDY_TAG: study.study_name,
+        TRIAL_TAG: str(best.number),
+    }
+    registration = register_encoder(model_uri, best.user_attrs.get(METRICS, {}), tags)
+    tracking.set_tags(
+        {"eibacl.model_version": registration.version, "eibacl.champion": registration.champion}
+    )
+    if best.user_attrs.get(PROBE_RUN):
+        client.set_tag(best.user_attrs[PROBE_RUN], "eibacl.model_version", registration.version)
+    return registration
