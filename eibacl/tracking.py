@@ -144,8 +144,12 @@ def start_run(
         distributed.broadcast_object(active.info.run_id)
         yield active
         return
-    if run_id is None and not nested and os.environ.get("MLFLOW_RUN_ID"):
-        run_id = os.environ["MLFLOW_RUN_ID"]  # launched by `mlflow run`
+    # Launched by `mlflow run`: the project's run is taken once, as MLflow itself does, so
+    # that a nested run started later (e.g. generate inside pretrain) is a new child run
+    # and not the project's run again.
+    project_run = os.environ.pop("MLFLOW_RUN_ID", None)
+    if run_id is None and not nested and project_run:
+        run_id = project_run
     exp = None if run_id else experiment_id()
     with mlflow.start_run(
         run_id=run_id, run_name=run_name, experiment_id=exp, nested=nested, tags=tags

@@ -111,6 +111,12 @@ def test_start_run_attaches_to_the_mlflow_run_of_a_project(fresh_experiment, mon
     monkeypatch.setenv("MLFLOW_RUN_ID", outer.info.run_id)
     with tracking.start_run(run_name="attached") as run:
         assert run.info.run_id == outer.info.run_id
+        # a nested step (generate inside pretrain) is a new child, not the project's run
+        with tracking.start_run(run_name="child", nested=True) as child:
+            assert child.info.run_id != outer.info.run_id
+        assert mlflow.active_run().info.run_id == outer.info.run_id
+    parent = MlflowClient().get_run(child.info.run_id).data.tags["mlflow.parentRunId"]
+    assert parent == outer.info.run_id
 
 
 def test_get_run_of_unknown_id_is_a_value_error():
