@@ -179,7 +179,11 @@ class LossConfig:
 
 @dataclass
 class EvalConfig:
-    knn_k: int = param(50, "Neighbours of the KNN OOD score (k-th neighbour distance).")
+    knn_k: int = param(
+        1,
+        "Neighbour of the KNN OOD score (distance to the k-th nearest training feature). "
+        "Few-shot training sets want a small k: chosen on validation near-OOD AUROC.",
+    )
     register: bool = param(True, "Register the probed encoder and move 'champion' when it wins.")
 
     def validate(self) -> None:

@@ -4,6 +4,6 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/setup.sh
-mlflow run . -e pretrain --env-manager local "$@"
+mlflow run . -e pretrain --env-manager local --experiment-name eibacl "$@"
 echo
 echo "Results: mlflow ui --backend-store-uri sqlite:///mlflow.db   (then open http://127.0.0.1:5000)"
