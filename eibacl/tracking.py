@@ -316,10 +316,6 @@ def logged_metric_steps(run_id: str, key: str) -> set[int]:
     return {m.step for m in MlflowClient().get_metric_history(run_id, key)}
 
 
-def run_json(run_id: str, artifact_path: str) -> dict:
-    return json.loads(download(run_id, artifact_path).read_text())
-
-
 def newest_finished_run(entry_point: str) -> Run:
     runs = find_runs(
         f"tags.`{ENTRY_TAG}` = '{entry_point}' and attributes.status = 'FINISHED'", max_results=1

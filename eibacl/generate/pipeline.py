@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 SET_DIR_TAG = "eibacl.synthetic_set_dir"
 SET_KEY_TAG = "eibacl.synthetic_set"
 QUALITY_FILE = "quality.json"
+SAMPLES_DIR = "samples"
 # Generator settings that change the trained model (the rest only change sampling).
 GENERATOR_FIELDS = ("generator", "generator_steps", "sd_model", "ti_steps", "generator_seed")
 
@@ -72,6 +73,11 @@ def generator_key(config: GenerateConfig, data: TrainingData) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def generator_dir(config: GenerateConfig, data: TrainingData) -> Path:
+    """The cache folder of the generator these settings train on this training split."""
+    return cache_dir() / "generators" / generator_key(config, data)
+
+
 def make_backend(config: GenerateConfig, data: TrainingData, device: torch.device) -> Any:
     if config.generator == "ddpm":
         return backend_class(config)(
@@ -96,7 +102,7 @@ def load_or_train_generator(
     config: GenerateConfig, data: TrainingData, device: torch.device, progress: bool
 ) -> tuple[GeneratorBackend, Path, bool]:
     """The trained generator from the cache, or trained now (only on the training split)."""
-    folder = cache_dir() / "generators" / generator_key(config, data)
+    folder = generator_dir(config, data)
     backend_cls = backend_class(config)
     if (folder / "COMPLETE").is_file():
         kwargs: dict[str, Any] = {"device": str(device)}
@@ -154,7 +160,7 @@ def set_key(
 
 def lookup_synthetic_set(config: GenerateConfig, data: TrainingData) -> Path | None:
     """The complete set these settings describe, if both it and its generator are cached."""
-    folder = cache_dir() / "generators" / generator_key(config, data)
+    folder = generator_dir(config, data)
     if not (folder / "COMPLETE").is_file():
         return None
     fingerprint = json.loads((folder / "COMPLETE").read_text())["fingerprint"]
@@ -289,6 +295,18 @@ def sample_figures(
     return figures
 
 
+def sample_grids(config: GenerateConfig, data: TrainingData, result: GenerateResult) -> Path:
+    """The sample grids of a set, drawn once and kept beside it: a reused set shows the
+    same pictures without sampling again."""
+    folder = result.set_dir / SAMPLES_DIR
+    if not (folder / "COMPLETE").is_file():
+        folder.mkdir(exist_ok=True)
+        for path, figure in sample_figures(config, data, result.backend).items():
+            figure.savefig(folder / Path(path).name, dpi=100, bbox_inches="tight")
+        (folder / "COMPLETE").write_text("")
+    return folder
+
+
 def generate(config: GenerateRunConfig, nested: bool = False) -> GenerateResult:
     """The `generate` entry point: an MLflow run around `ensure_synthetic_set`."""
     distributed.init_from_env()  # under torchrun: join the group (else a no-op)
@@ -329,9 +347,9 @@ def generate(config: GenerateRunConfig, nested: bool = False) -> GenerateResult:
         if not result.generator_reused:
             for path in sorted(result.generator_dir.iterdir()):
                 tracking.log_artifact(path, "generator")
-        figures = sample_figures(config, data, result.backend) if distributed.is_primary() else {}
-        for path, figure in figures.items():
-            tracking.log_figure(figure, path)
+        if distributed.is_primary():
+            for path in sorted(sample_grids(config, data, result).glob("*.png")):
+                tracking.log_artifact(path, SAMPLES_DIR)
         log.info(
             "synthetic set %s (%s): %s, quality %s",
             result.set_dir,

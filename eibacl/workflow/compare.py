@@ -13,7 +13,6 @@ import logging
 from eibacl import tracking
 from eibacl.config import CompareConfig
 from eibacl.evaluate.comparison import (
-    TABLE_METRICS,
     CellRun,
     aggregate,
     paired_comparisons,
@@ -80,6 +79,3 @@ def _cell(config: CompareConfig, method: str, mode: str, seed: int) -> str:
         return probe_run
     baseline_run, _ = baseline_step(config, register=False, **changes)
     return baseline_run
-
-
-__all__ = ["compare", "TABLE_METRICS"]

@@ -40,6 +40,8 @@ def test_second_identical_generate_reuses_the_set(fresh_experiment):
     assert "quality/near_ood/source_class_rate" in run.data.metrics
     artifacts = {f.path for f in MlflowClient().list_artifacts(first.run_id, "samples")}
     assert artifacts == {"samples/variants_by_strength.png", "samples/near_ood_by_recipe.png"}
+    reused_samples = {f.path for f in MlflowClient().list_artifacts(second.run_id, "samples")}
+    assert reused_samples == artifacts  # a reused set shows its stored grids
     generator_files = {f.path for f in MlflowClient().list_artifacts(first.run_id, "generator")}
     assert generator_files  # the trained generator is logged by the run that trained it
     assert not MlflowClient().list_artifacts(second.run_id, "generator")
