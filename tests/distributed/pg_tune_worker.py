@@ -8,29 +8,23 @@ prints one JSON line: the study's parent MLflow run and this worker's process id
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import sys
+from pathlib import Path
 
-TINY_TUNE = dict(
-    shots=6,
-    val_per_class=8,
-    test_per_class=10,
-    image_size=16,
-    width=8,
-    projection_dim=16,
-    epochs=2,
-    batch_size=16,
-    warmup_epochs=1,
-    eval_every=1,
-    synthetic="none",
-    search="temperature",
-    knn_k=5,
-    progress=False,
-    device="cpu",
-    pruner="none",
-    register=False,
-)
+HERE = Path(__file__).resolve().parent
+
+
+def tiny_tune() -> dict:
+    """The tune tests' tiny settings (tests/tune/conftest.py), without pruning or registry."""
+    spec = importlib.util.spec_from_file_location(
+        "tune_fixtures", HERE.parent / "tune" / "conftest.py"
+    )
+    fixtures = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fixtures)
+    return fixtures.TINY_TUNE | {"pruner": "none", "register": False}
 
 
 def main(storage: str, study_name: str, n_trials: int) -> None:
@@ -45,7 +39,7 @@ def main(storage: str, study_name: str, n_trials: int) -> None:
 
     data.load_far_ood = noise_far_ood
     changes = {"storage": storage, "study_name": study_name, "n_trials": n_trials}
-    result = tune(TuneConfig(**(TINY_TUNE | changes)))
+    result = tune(TuneConfig(**(tiny_tune() | changes)))
     print(json.dumps({"parent_run_id": result.parent_run_id, "pid": os.getpid()}))
 
 
