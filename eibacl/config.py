@@ -35,6 +35,13 @@ class DataConfig:
         "Pullover,Shirt,Ankle boot",
         "Held-out near-OOD classes: comma-separated names, or a count drawn at random.",
     )
+    ood_val_classes: str = param(
+        "auto",
+        "Held-out classes for validation-time OOD only (selection: knn_k, registry tie-break, "
+        "tune), disjoint from ood_classes: names, a count, '' for none, or 'auto' "
+        "(Coat,Sandal where the data has them, as Fashion-MNIST does; else one class drawn at "
+        "random when at least two in-distribution classes remain; else none).",
+    )
     shots: int = param(50, "Training images per in-distribution class (few-shot).")
     val_per_class: int = param(100, "Validation images per in-distribution class.")
     test_per_class: int = param(0, "Test images per class (0 = all available).")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import random
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
@@ -16,13 +17,25 @@ import torch
 from eibacl.config import ConfigError, DataConfig
 from eibacl.data.imageset import ImageSet
 
+log = logging.getLogger(__name__)
 SIDES = ("train", "val", "test", "ood_val", "ood_test")
+AUTO = "auto"
+# Fashion-MNIST's validation-time OOD classes: one garment and one shoe, as the reported
+# near-OOD group (Pullover, Shirt: garments; Ankle boot: a shoe) has, so selection is tuned
+# for the same kind of novelty without seeing those classes.
+FASHION_MNIST_OOD_VAL = "Coat,Sandal"
 
 
 @dataclass
 class Split:
-    """Image ids on each side. `ood_val` (held-out classes, from their training pool) is for
-    model selection on OOD; `ood_test` (their test images) only for reporting."""
+    """Image ids on each side, and the class groups they come from.
+
+    Four groups of classes: `id_classes` (train/val/test), `ood_val_classes` (held out; their
+    training-pool images form `ood_val`, for model selection only), `ood_classes` (held out;
+    their test images form `ood_test`, for reporting only), and the far-OOD set outside the
+    source. The two held-out groups are disjoint, so nothing that selects (knn_k, the
+    registry's tie-break, tune's near-OOD objective) ever sees a class the reported near-OOD
+    numbers are measured on."""
 
     id_classes: list[str]
     ood_classes: list[str]
@@ -33,6 +46,7 @@ class Split:
     ood_test: list[str]
     source_fingerprint: str = ""
     params: dict = field(default_factory=dict)
+    ood_val_classes: list[str] = field(default_factory=list)
 
     def fingerprint(self) -> str:
         payload = {k: v for k, v in asdict(self).items() if k != "params"}
@@ -81,23 +95,62 @@ def resolve_classes(
     class_names: list[str], id_spec: str, ood_spec: str, seed: int
 ) -> tuple[list[str], list[str]]:
     """Parse `id_classes` / `ood_classes`: names, a count drawn with `seed`, or '' (the rest)."""
+    id_, ood, _ = resolve_groups(class_names, id_spec, ood_spec, "", seed)
+    return id_, ood
+
+
+def resolve_groups(
+    class_names: list[str], id_spec: str, ood_spec: str, ood_val_spec: str, seed: int
+) -> tuple[list[str], list[str], list[str]]:
+    """(id, ood, ood_val) classes. `ood_val_spec` is resolved like `ood_classes` and must be
+    disjoint from both other groups; '' means no validation-time OOD classes."""
     rng = random.Random(seed)
-    ood = _parse_spec(ood_spec, class_names, "ood_classes", rng, exclude=_names(id_spec))
-    if id_spec.strip():
-        id_ = _parse_spec(id_spec, class_names, "id_classes", rng, exclude=ood)
-    else:
-        id_ = [c for c in class_names if c not in ood]
-    overlap = sorted(set(id_) & set(ood))
-    if overlap:
+    explicit_id = _names(id_spec)
+    ood = _parse_spec(ood_spec, class_names, "ood_classes", rng, exclude=explicit_id)
+    ood_val = _parse_spec(
+        ood_val_spec, class_names, "ood_val_classes", rng, exclude=explicit_id + ood
+    )
+    clash = sorted(set(ood_val) & set(ood), key=class_names.index)
+    if clash:
         raise ConfigError(
-            f"classes {overlap} are both in id_classes and ood_classes; a class is one or the other"
+            f"ood_val_classes and ood_classes share {clash}: the validation-time OOD classes "
+            "(for selection) must differ from the reported near-OOD classes; pick other classes "
+            "with -P ood_val_classes=<names>"
         )
+    held_out = ood + ood_val
+    if id_spec.strip():
+        id_ = _parse_spec(id_spec, class_names, "id_classes", rng, exclude=held_out)
+    else:
+        id_ = [c for c in class_names if c not in held_out]
+    for group, name in ((ood, "ood_classes"), (ood_val, "ood_val_classes")):
+        overlap = sorted(set(id_) & set(group))
+        if overlap:
+            raise ConfigError(
+                f"classes {overlap} are both in id_classes and {name}; a class is one or the "
+                f"other: drop them from -P {name} or from -P id_classes"
+            )
     if len(id_) < 2:
         raise ConfigError(
             f"id_classes resolves to {id_}: at least two in-distribution classes are needed "
-            f"(available: {class_names})"
+            f"(available: {class_names}; held out: ood_classes={ood}, "
+            f"ood_val_classes={ood_val})"
         )
-    return id_, ood
+    return id_, ood, ood_val
+
+
+def ood_val_spec(config: DataConfig, class_names: list[str]) -> str:
+    """The `ood_val_classes` spec with 'auto' resolved (see the parameter's help)."""
+    spec = config.ood_val_classes.strip()
+    if spec != AUTO:
+        return spec
+    taken = set(_names(config.ood_classes)) | set(_names(config.id_classes))
+    default = _names(FASHION_MNIST_OOD_VAL)
+    if all(c in class_names and c not in taken for c in default):
+        return FASHION_MNIST_OOD_VAL
+    spare = [c for c in class_names if c not in taken]
+    ood_count = int(config.ood_classes) if config.ood_classes.strip().isdigit() else 0
+    needed_id = 0 if _names(config.id_classes) else 2
+    return "1" if len(spare) - ood_count - needed_id >= 1 else ""
 
 
 def _names(spec: str) -> list[str]:
@@ -132,14 +185,24 @@ def _parse_spec(
 
 
 def make_split(imageset: ImageSet, config: DataConfig) -> Split:
-    id_classes, ood_classes = resolve_classes(
-        imageset.class_names, config.id_classes, config.ood_classes, config.split_seed
+    id_classes, ood_classes, ood_val_classes = resolve_groups(
+        imageset.class_names,
+        config.id_classes,
+        config.ood_classes,
+        ood_val_spec(config, imageset.class_names),
+        config.split_seed,
     )
+    if not ood_val_classes:
+        log.warning(
+            "no ood_val_classes: validation-time near-OOD metrics (val/ood/near/...) are off, so "
+            "the registry tie-break and tune's near-OOD objective have nothing to read; hold out "
+            "a class with -P ood_val_classes=<name>"
+        )
     by_class: dict[str, list[int]] = defaultdict(list)
     for i, y in enumerate(imageset.labels.tolist()):
         by_class[imageset.class_names[y]].append(i)
     sides: dict[str, list[str]] = {side: [] for side in SIDES}
-    for name in id_classes + ood_classes:
+    for name in id_classes + ood_classes + ood_val_classes:
         members = by_class.get(name, [])
         if not members:
             raise ConfigError(f"class {name!r} has no images in {imageset.source}")
@@ -157,13 +220,15 @@ def make_split(imageset: ImageSet, config: DataConfig) -> Split:
             sides["train"] += [imageset.ids[i] for i in train]
             sides["val"] += [imageset.ids[i] for i in val]
             sides["test"] += [imageset.ids[i] for i in test]
-        else:
+        elif name in ood_val_classes:
             val, _ = _take_groups(imageset, pool, config.val_per_class, rng, exact=False)
             sides["ood_val"] += [imageset.ids[i] for i in val]
+        else:
             sides["ood_test"] += [imageset.ids[i] for i in test]
     return Split(
         id_classes=id_classes,
         ood_classes=ood_classes,
+        ood_val_classes=ood_val_classes,
         source_fingerprint=imageset.fingerprint(),
         params={k: getattr(config, k) for k in DataConfig.__dataclass_fields__},
         **sides,

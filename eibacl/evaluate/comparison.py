@@ -15,18 +15,25 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from eibacl.evaluate.multiple_testing import holm
 from eibacl.evaluate.stats import paired_test
 
 TABLE_METRICS = (
     "test/accuracy",
+    "ood/near/mahalanobis/auroc",
     "ood/near/knn/auroc",
     "ood/near/knn/fpr95",
+    "ood/far/mahalanobis/auroc",
     "ood/far/knn/auroc",
     "ood/far/knn/fpr95",
     "ood/near/energy/auroc",
     "ood/near/energy/fpr95",
     "ood/far/energy/auroc",
     "ood/far/energy/fpr95",
+    "val/accuracy",
+    "val/ood/near/mahalanobis/auroc",
+    "val/ood/near/knn/auroc",
+    "val/ood/near/energy/auroc",
 )
 
 
@@ -87,6 +94,17 @@ def paired_comparisons(
                 continue
             test = paired_test(np.array(a), np.array(b))
             results.append({"first": first, "second": second, "metric": metric} | test)
+    return with_holm(results)
+
+
+def with_holm(results: list[dict]) -> list[dict]:
+    """Add `p_holm`: Holm-Bonferroni over the tests of one metric (one family per metric:
+    the table of that metric's comparisons, so a claim about accuracy is not diluted by the
+    number of OOD scores that happen to be reported)."""
+    for metric in dict.fromkeys(r["metric"] for r in results):
+        family = [r for r in results if r["metric"] == metric]
+        for r, adjusted in zip(family, holm([r["p_value"] for r in family])):
+            r["p_holm"] = float(adjusted)
     return results
 
 
@@ -118,17 +136,30 @@ def table_markdown(table: dict[str, dict[str, tuple[float, float]]], seeds: int)
 
 def paired_tests_markdown(results: list[dict[str, float | str]]) -> str:
     lines = [
-        "Paired t-tests across seeds: difference = second - first, 95% confidence interval.",
+        "Paired t-tests across seeds: difference = second - first with its 95% confidence "
+        "interval; `effect` is the difference in the metric's own units (accuracy in "
+        "percentage points); `p_holm` is Holm-Bonferroni adjusted over the comparisons of one "
+        "metric.",
         "",
-        "| first | second | metric | difference | 95% CI | p-value | n |",
-        "|---|---|---|---|---|---|---|",
+        "| first | second | metric | effect | difference | 95% CI | p-value | p_holm | n |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
+        effect = effect_text(str(r["metric"]), float(r["mean_diff"]))
         lines.append(
-            f"| {r['first']} | {r['second']} | {r['metric']} | {r['mean_diff']:+.4f} | "
-            f"[{r['ci_low']:+.4f}, {r['ci_high']:+.4f}] | {r['p_value']:.3g} | {int(r['n'])} |"
+            f"| {r['first']} | {r['second']} | {r['metric']} | {effect} | "
+            f"{r['mean_diff']:+.4f} | [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}] | "
+            f"{r['p_value']:.3g} | {r.get('p_holm', np.nan):.3g} | {int(r['n'])} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def effect_text(metric: str, difference: float) -> str:
+    """A difference in the metric's own units: accuracy in percentage points, AUROC/FPR95
+    as fractions."""
+    if metric.endswith("accuracy"):
+        return f"{100 * difference:+.2f} pt"
+    return f"{difference:+.3f}"
 
 
 def _metric_order(metric: str) -> int:

@@ -12,7 +12,6 @@ In-distribution is the positive class; every score is "higher = more in-distribu
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -41,6 +40,7 @@ from eibacl.evaluate.scorers import (
     mahalanobis_score,
     msp_score,
 )
+from eibacl.keys import key_part
 
 SCORERS = ("knn", "mahalanobis", "msp", "energy")
 OOD_SETS = ("near", "far")
@@ -85,10 +85,6 @@ class Evaluation:
 
 
 LogitsFn = Callable[[torch.Tensor], torch.Tensor]
-
-
-def metric_safe(name: str) -> str:
-    return re.sub(r"[^0-9A-Za-z_\-. ]", "_", name)
 
 
 def evaluate_encoder(
@@ -140,7 +136,7 @@ def evaluate_encoder(
     for name, acc in zip(
         sets.class_names, per_class_accuracy(test_pred, sets.test_y, num_classes), strict=True
     ):
-        metrics[f"test/accuracy/{metric_safe(name)}"] = float(acc)
+        metrics[f"test/accuracy/{key_part(name)}"] = float(acc)
 
     maha = fit_mahalanobis(feats["train"], sets.train_y)
     scores = {
@@ -157,9 +153,10 @@ def evaluate_encoder(
             report = ood_report(s["test"], s[ood], name=f"{ood}-OOD")
             for key, value in report.items():
                 metrics[f"ood/{ood}/{scorer}/{key}"] = value
-        metrics[f"val/ood/near/{scorer}/auroc"] = ood_report(
-            s["val"], s["near_val"], name="validation near-OOD"
-        )["auroc"]
+        if len(s["near_val"]):  # absent when the split holds out no ood_val_classes
+            metrics[f"val/ood/near/{scorer}/auroc"] = ood_report(
+                s["val"], s["near_val"], name="validation near-OOD"
+            )["auroc"]
     evaluation = Evaluation(metrics=metrics, summary=headline(metrics))
     if plots:
         evaluation.figures = _figures(sets, feats, per_scorer, test_pred)

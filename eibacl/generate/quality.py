@@ -18,6 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from eibacl.keys import key_part
+
 
 class ReferenceClassifier(nn.Module):
     """A small CNN for uint8 images (any size, any channel count)."""
@@ -125,7 +127,7 @@ def _stats(prefix: str, probs: torch.Tensor, out: dict[str, float]) -> None:
 def _recipe_key(recipe: str) -> str:
     # "class-mix@0.8" -> "class-mix/s0.80" ('@' is not allowed in MLflow metric names)
     name, sep, value = recipe.partition("@")
-    return f"{name}/s{float(value):.2f}" if sep else name
+    return f"{key_part(name)}/s{float(value):.2f}" if sep else key_part(name)
 
 
 def synthetic_quality(

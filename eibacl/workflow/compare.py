@@ -12,7 +12,9 @@ import logging
 
 from eibacl import tracking
 from eibacl.config import CompareConfig
+from eibacl.evaluate.answer import HEADLINE_NEAR_OOD, study_answer
 from eibacl.evaluate.comparison import (
+    TABLE_METRICS,
     CellRun,
     aggregate,
     paired_comparisons,
@@ -21,6 +23,8 @@ from eibacl.evaluate.comparison import (
     table_markdown,
 )
 from eibacl.evaluate.plots import bar_chart_figure
+from eibacl.evaluate.resolution import metric_noise, resolution_markdown
+from eibacl.keys import key_part
 from eibacl.workflow.steps import (
     baseline_step,
     generate_step,
@@ -38,6 +42,7 @@ class CompareResult:
     table: dict[str, dict[str, tuple[float, float]]]
     tests: list[dict]
     run_id: str
+    answer: str
 
 
 def compare(config: CompareConfig) -> CompareResult:
@@ -54,21 +59,46 @@ def compare(config: CompareConfig) -> CompareResult:
                 for seed in seeds:
                     run_id = _cell(config, method, mode, seed)
                     runs.append(CellRun(method, mode, seed, run_metrics(run_id), run_id))
-                    tracking.set_tags({f"eibacl.cell.{method}.{mode}.{seed}": run_id})
+                    tracking.set_tags({cell_tag(method, mode, seed): run_id})
         table = aggregate(runs)
         tests = paired_comparisons(runs)
+        answer = study_answer(tests, methods, modes)
         tracking.log_text(table_csv(table), "comparison/table.csv")
         tracking.log_text(table_markdown(table, len(seeds)), "comparison/table.md")
         tracking.log_text(paired_tests_markdown(tests), "comparison/paired_tests.md")
         tracking.log_dict({"tests": tests}, "comparison/paired_tests.json")
-        for metric in ("test/accuracy", "ood/near/knn/auroc", "ood/far/knn/auroc"):
+        tracking.log_text(
+            resolution_markdown(metric_noise(runs, TABLE_METRICS)), "comparison/resolution.md"
+        )
+        tracking.log_text(answer, "comparison/answer.md")
+        for metric in (
+            "test/accuracy",
+            HEADLINE_NEAR_OOD,
+            "ood/near/knn/auroc",
+            "ood/far/knn/auroc",
+        ):
             figure = bar_chart_figure(table, metric, title=f"{metric} (mean ± std over seeds)")
             tracking.log_figure(figure, f"comparison/{metric.replace('/', '_')}.png")
         tracking.log_metrics(
-            {f"{cell}/{m}": mean for cell, row in table.items() for m, (mean, _) in row.items()}
+            {
+                f"{cell_key(cell)}/{m}": mean
+                for cell, row in table.items()
+                for m, (mean, _) in row.items()
+            }
         )
         print(table_markdown(table, len(seeds)))
-        return CompareResult(runs, table, tests, parent.info.run_id)
+        print(answer)
+        return CompareResult(runs, table, tests, parent.info.run_id, answer)
+
+
+def cell_key(cell: str) -> str:
+    """'supcon/positives+negatives' -> 'supcon/positives_negatives' (a valid MLflow key)."""
+    return "/".join(key_part(part) for part in cell.split("/"))
+
+
+def cell_tag(method: str, mode: str, seed: int) -> str:
+    """Tag naming one cell run, e.g. eibacl.cell.supcon.positives_negatives.0."""
+    return f"eibacl.cell.{key_part(method)}.{key_part(mode)}.{seed}"
 
 
 def _cell(config: CompareConfig, method: str, mode: str, seed: int) -> str:

@@ -72,15 +72,8 @@ def test_default_split_of_fashion_mnist(fashion):
     imageset, _ = fashion
     split = make_split(imageset, DataConfig())
     assert split.ood_classes == ["Pullover", "Shirt", "Ankle boot"]
-    assert split.id_classes == [
-        "T-shirt/top",
-        "Trouser",
-        "Dress",
-        "Coat",
-        "Sandal",
-        "Sneaker",
-        "Bag",
-    ]
+    assert split.ood_val_classes == ["Coat", "Sandal"]
+    assert split.id_classes == ["T-shirt/top", "Trouser", "Dress", "Sneaker", "Bag"]
     labels = imageset.labels
     where = imageset.index_of()
 
@@ -90,7 +83,7 @@ def test_default_split_of_fashion_mnist(fashion):
     assert per_class("train") == {name: 50 for name in split.id_classes}
     assert per_class("val") == {name: 100 for name in split.id_classes}
     assert per_class("test") == {name: 1000 for name in split.id_classes}
-    assert per_class("ood_val") == {name: 100 for name in split.ood_classes}
+    assert per_class("ood_val") == {name: 100 for name in split.ood_val_classes}
     assert per_class("ood_test") == {name: 1000 for name in split.ood_classes}
     assert all(i.startswith("test/") for i in split.test + split.ood_test)
     assert all(i.startswith("train/") for i in split.train + split.val + split.ood_val)

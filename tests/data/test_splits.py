@@ -44,7 +44,9 @@ def synthetic_set(
 
 
 def config(**changes):
-    base = dict(ood_classes="dog,eel", shots=5, val_per_class=3, test_fraction=0.25)
+    base = dict(
+        ood_classes="dog,eel", ood_val_classes="", shots=5, val_per_class=3, test_fraction=0.25
+    )
     return DataConfig(**(base | changes))
 
 
@@ -57,14 +59,14 @@ def group_of(image_id):
 
 
 def test_held_out_classes_never_reach_id_sides():
-    split = make_split(synthetic_set(), config())
+    split = make_split(synthetic_set(), config(ood_classes="eel", ood_val_classes="dog"))
     assert split.id_classes == ["ant", "bee", "cat"]
-    assert split.ood_classes == ["dog", "eel"]
+    assert split.ood_classes == ["eel"] and split.ood_val_classes == ["dog"]
     for side in ("train", "val", "test"):
         assert split.side(side)
         assert {class_of(i) for i in split.side(side)} == {"ant", "bee", "cat"}
-    for side in ("ood_val", "ood_test"):
-        assert {class_of(i) for i in split.side(side)} == {"dog", "eel"}
+    assert {class_of(i) for i in split.ood_val} == {"dog"}
+    assert {class_of(i) for i in split.ood_test} == {"eel"}
 
 
 @pytest.mark.parametrize("views", [1, 3])
@@ -83,9 +85,11 @@ def test_shots_per_class_are_exact(views, shots):
 
 
 def test_val_per_class_with_single_views_is_exact():
-    split = make_split(synthetic_set(), config(val_per_class=4))
+    split = make_split(
+        synthetic_set(), config(val_per_class=4, ood_classes="eel", ood_val_classes="dog")
+    )
     assert Counter(class_of(i) for i in split.val) == {"ant": 4, "bee": 4, "cat": 4}
-    assert Counter(class_of(i) for i in split.ood_val) == {"dog": 4, "eel": 4}
+    assert Counter(class_of(i) for i in split.ood_val) == {"dog": 4}
 
 
 @pytest.mark.parametrize("views", [2, 3])
@@ -121,7 +125,7 @@ def test_source_test_subset_is_the_only_test_source():
     subset_of = dict(zip(imageset.ids, imageset.subsets))
     for side in ("test", "ood_test"):
         assert {subset_of[i] for i in split.side(side)} == {"test"}
-    for side in ("train", "val", "ood_val"):
+    for side in ("train", "val"):
         assert {subset_of[i] for i in split.side(side)} == {"train"}
     # test_per_class=0 keeps every test image of the classes: 5 of 20 objects (o % 4 == 0).
     assert Counter(class_of(i) for i in split.test) == {"ant": 5, "bee": 5, "cat": 5}

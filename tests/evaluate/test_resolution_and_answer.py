@@ -1,0 +1,77 @@
+"""Resolution (seed noise -> detectable effect) and the plain-words answer."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from eibacl.evaluate.answer import ACCURACY, study_answer, verdict
+from eibacl.evaluate.comparison import CellRun, paired_comparisons
+from eibacl.evaluate.resolution import (
+    detectable_effect,
+    metric_noise,
+    seeds_needed,
+    t_half_width,
+)
+
+
+def test_half_width_and_seeds_needed_by_hand():
+    # n = 5: t_0.975,4 = 2.7764; sd 0.02 -> 2.7764 * 0.02 / sqrt(5) = 0.024833
+    assert t_half_width(0.02, 5) == pytest.approx(2.776445 * 0.02 / math.sqrt(5), rel=1e-5)
+    n = seeds_needed(0.02, 0.02)
+    assert t_half_width(0.02, n) <= 0.02 < t_half_width(0.02, n - 1)
+    assert n == 7  # t_0.975,6 / sqrt(7) = 0.9248 <= 1 < t_0.975,5 / sqrt(6) = 1.0494
+    assert math.isnan(t_half_width(0.02, 1))
+    # power: the t approximation, checked against scipy's noncentral t at that effect
+    effect = detectable_effect(1.0, 10)
+    nc = effect * math.sqrt(10)
+    crit = sps.t.ppf(0.975, 9)
+    power = 1 - sps.nct.cdf(crit, 9, nc) + sps.nct.cdf(-crit, 9, nc)
+    assert 0.77 < power < 0.83
+
+
+def _runs(diffs_b, diffs_c, base=0.9):
+    runs = []
+    for seed, (db, dc) in enumerate(zip(diffs_b, diffs_c)):
+        noise = 0.01 * seed
+        runs.append(CellRun("supcon", "none", seed, {ACCURACY: base + noise, "m": 0.5}))
+        runs.append(CellRun("supcon", "positives", seed, {ACCURACY: base + noise + db, "m": 0.5}))
+        runs.append(
+            CellRun(
+                "supcon", "positives+negatives", seed, {ACCURACY: base + noise + dc, "m": 0.5 + dc}
+            )
+        )
+    return runs
+
+
+def test_metric_noise_pools_within_cells_and_paired_differences():
+    runs = _runs([0.01, 0.02, 0.03], [0.0, 0.0, 0.0])
+    (row,) = metric_noise(runs, (ACCURACY,))
+    # within-cell: 'none' and 'p+n' move 0.01 per seed (sd 0.01); 'positives' 0.02 (sd 0.02)
+    assert row["seed_sd"] == pytest.approx(math.sqrt((0.01**2 + 0.02**2 + 0.01**2) / 3))
+    # paired differences: none->pos sd 0.01, none->p+n 0, pos->p+n sd 0.01
+    assert row["paired_sd"] == pytest.approx(math.sqrt((0.01**2 + 0 + 0.01**2) / 3))
+    assert row["n"] == 3
+
+
+def test_answer_says_yes_only_when_ci_and_holm_agree():
+    good = _runs([0.010, 0.011, 0.012, 0.0105, 0.0115], [0.0, 0.001, 0.0, 0.001, 0.0])
+    tests = paired_comparisons(good, metrics=(ACCURACY, "m"))
+    text = study_answer(tests, ["supcon"], ["none", "positives", "positives+negatives"], "m")
+    assert "RQ1" in text and "**Yes.** Positives raise test accuracy by +1.10 pt" in text
+    noisy = _runs([0.02, -0.02, 0.01, -0.01, 0.0], [0.0] * 5)
+    tests = paired_comparisons(noisy, metrics=(ACCURACY, "m"))
+    text = study_answer(tests, ["supcon"], ["none", "positives", "positives+negatives"], "m")
+    assert "**Not shown.**" in text and "**Yes.**" not in text
+
+
+def test_verdict_needs_holm_too():
+    t = {"ci_low": 0.001, "ci_high": 0.01, "p_value": 0.04, "p_holm": 0.12, "mean_diff": 0.005}
+    assert verdict(t) == "unclear"
+    assert verdict(t | {"p_holm": 0.04}) == "higher"
+    assert verdict({"ci_low": -0.02, "ci_high": -0.01, "p_value": 0.01, "p_holm": 0.02}) == "lower"
+    assert verdict(None) == "missing"
+    assert verdict({"ci_low": np.nan, "ci_high": np.nan, "p_value": np.nan}) == "missing"
