@@ -147,6 +147,7 @@ class GenerateConfig:
 
 
 SYNTHETIC_MODES = ("none", "positives", "positives+negatives")
+SYNTHETIC_FILTERS = ("none", "judge")
 
 
 @dataclass
@@ -161,8 +162,26 @@ class SyntheticConfig:
     alpha: float = param(0.5, "Probability that a drawn real image is replaced by a variant.")
     near_ood_per_batch: int = param(64, "Near-OOD hard negatives per batch (positives+negatives).")
     oe_weight: float = param(0.5, "Outlier-exposure weight for near-OOD images in the CE baseline.")
+    synthetic_filter: str = param(
+        "none",
+        "Filter of the synthetic set before training: none | judge (keep ID variants that stay "
+        "in-distribution and keep their class, and near-OOD images in the judge's band between "
+        "real ID and far-away; counts logged as synthetic/filter/...).",
+    )
+    oversample: int = param(
+        1,
+        "Make this many times num_synthetic and num_near_ood per real image, so the filter can "
+        "keep up to num_synthetic variants per image (1 = no oversampling).",
+    )
 
     def validate(self) -> None:
+        _require(
+            self.synthetic_filter in SYNTHETIC_FILTERS,
+            "synthetic_filter",
+            self.synthetic_filter,
+            "use " + " or ".join(SYNTHETIC_FILTERS),
+        )
+        _require(self.oversample >= 1, "oversample", self.oversample, "use oversample >= 1")
         _require(
             self.synthetic in SYNTHETIC_MODES,
             "synthetic",

@@ -27,7 +27,7 @@ _NEAR_GREYS = ("0.45", "0.6", "0.3", "0.7", "0.2", "0.55")
 _FAR_MARKERS = (".", "s", "^", "v", "D", "P")
 
 
-def _new_figure(width: float, height: float) -> Figure:
+def new_figure(width: float, height: float) -> Figure:
     fig = Figure(figsize=(width, height), layout="constrained")
     FigureCanvasAgg(fig)
     return fig
@@ -41,7 +41,7 @@ def _np(x: ArrayLike) -> np.ndarray:
 
 def roc_figure(curves: Mapping[str, tuple[ArrayLike, ArrayLike]], title: str = "ROC") -> Figure:
     """One ROC curve per scorer; each value is (id_scores, ood_scores), ID positive."""
-    fig = _new_figure(5.0, 5.0)
+    fig = new_figure(5.0, 5.0)
     ax = fig.add_subplot()
     for name, (ind, ood) in curves.items():
         fpr, tpr = roc_curve(_np(ind), _np(ood), name=name)
@@ -77,7 +77,7 @@ def score_histogram_figure(
     finite = np.concatenate([s[np.isfinite(s)] for _, s, _ in sets])
     lo, hi = (finite.min(), finite.max()) if finite.size else (0.0, 1.0)
     edges = np.linspace(lo, hi if hi > lo else lo + 1.0, bins + 1)
-    fig = _new_figure(6.0, 4.0)
+    fig = new_figure(6.0, 4.0)
     ax = fig.add_subplot()
     for name, scores, colour in sets:
         label = f"{name} (n={scores.size})"
@@ -105,7 +105,7 @@ def confusion_matrix_figure(
     if normalize:
         rows = m.sum(axis=1, keepdims=True)
         m = np.divide(m, rows, out=np.zeros_like(m), where=rows > 0)
-    fig = _new_figure(1.0 + 0.5 * max(k, 6), 0.5 + 0.5 * max(k, 6))
+    fig = new_figure(1.0 + 0.5 * max(k, 6), 0.5 + 0.5 * max(k, 6))
     ax = fig.add_subplot()
     image = ax.imshow(m, cmap="Blues", vmin=0.0, vmax=1.0 if normalize else None)
     fig.colorbar(image, ax=ax, fraction=0.046)
@@ -181,7 +181,7 @@ def embedding_figure(
     far = [g for g in groups if g.startswith(FAR_PREFIX)]
     in_dist = [g for g in groups if g not in near and g not in far]
     cmap_name = "tab10" if len(in_dist) <= 10 else "tab20"
-    fig = _new_figure(7.0, 6.0)
+    fig = new_figure(7.0, 6.0)
     ax = fig.add_subplot()
     cmap = matplotlib.colormaps[cmap_name]
     for i, g in enumerate(in_dist):
@@ -230,7 +230,7 @@ def bar_chart_figure(
     if not cells or not metrics:
         raise ValueError("bar chart needs at least one cell and one metric")
     width = 0.8 / len(metrics)
-    fig = _new_figure(max(4.0, 1.0 + 0.6 * len(cells) * len(metrics) ** 0.5), 4.0)
+    fig = new_figure(max(4.0, 1.0 + 0.6 * len(cells) * len(metrics) ** 0.5), 4.0)
     ax = fig.add_subplot()
     centres = np.arange(len(cells))
     for j, m in enumerate(metrics):

@@ -25,6 +25,7 @@ import torch
 
 from eibacl import distributed, tracking
 from eibacl.config import GenerateConfig, GenerateRunConfig, strength_list
+from eibacl.data.sources import load_far_ood
 from eibacl.generate.augment import (
     conditioning_weights,
     generate_synthetic_set,
@@ -32,6 +33,15 @@ from eibacl.generate.augment import (
 )
 from eibacl.generate.backend import GeneratorBackend
 from eibacl.generate.grids import near_ood_grid_figure, variants_grid_figure
+from eibacl.generate.judge import (
+    JUDGE_FILE,
+    fit_judge,
+    judge_figure,
+    judge_report,
+    save_verdicts,
+    synthetic_groups,
+    verdicts,
+)
 from eibacl.generate.quality import synthetic_quality, train_reference_classifier
 from eibacl.generate.recipes import parse_recipes, resolve_recipe
 from eibacl.generate.synthetic_set import SyntheticSet, SyntheticSetKey, is_complete
@@ -229,10 +239,12 @@ def ensure_synthetic_set(
 def _quality(
     folder: Path, synthetic: SyntheticSet, data: TrainingData, device: torch.device
 ) -> dict[str, float]:
-    """Quality metrics, computed once per set and kept beside it."""
+    """Quality and judge metrics, computed once per set and kept beside it (with the judge's
+    per-image verdicts, `judge.npz`, and its histogram, `samples/judge_scores.png`)."""
     path = folder / QUALITY_FILE
-    if path.is_file():
+    if path.is_file() and (folder / JUDGE_FILE).is_file():
         return json.loads(path.read_text())
+    start = time.perf_counter()
     classifier = train_reference_classifier(
         data.train_x, data.train_y, data.num_classes, device=device
     )
@@ -247,11 +259,40 @@ def _quality(
         real_val_images=data.val_x,
         real_val_labels=data.val_y,
     )
+    judge = fit_judge(
+        data.train_x, data.train_y, data.val_x, data.num_classes, classifier=classifier
+    )
+    groups = synthetic_groups(
+        synthetic.images, synthetic.labels, synthetic.kinds, synthetic.recipes, synthetic.strengths
+    )
+    diagnostics = {"real_ood_val": (data.side("ood_val")[0], None)}
+    far = far_ood_images(data)
+    if far is not None:
+        diagnostics["real_far"] = (far, None)
+    metrics, scores = judge_report(judge, groups | diagnostics)
+    shown = {k: v for k, v in scores.items() if k.count("/") == 0 or k.startswith("near_ood/")}
+    verdict = verdicts(judge, synthetic.images, synthetic.labels)
+    quality |= metrics | {"judge/seconds": time.perf_counter() - start}
     try:
+        (folder / SAMPLES_DIR).mkdir(exist_ok=True)
+        judge_figure(judge, shown).savefig(
+            folder / SAMPLES_DIR / "judge_scores.png", dpi=100, bbox_inches="tight"
+        )
+        save_verdicts(folder / JUDGE_FILE, verdict)
         path.write_text(json.dumps(quality, indent=1))
     except OSError:
         log.warning("could not write %s; quality will be recomputed next time", path)
     return quality
+
+
+def far_ood_images(data: TrainingData, limit: int = 1000) -> torch.Tensor | None:
+    """Up to `limit` real far-OOD images, for the judge's diagnostics only (never a filter)."""
+    try:
+        images = load_far_ood(data.imageset.image_size, data.imageset.channels).images
+    except (OSError, ImportError, RuntimeError) as exc:
+        log.warning("judge: no far-OOD diagnostic (%s)", exc)
+        return None
+    return images[:limit]
 
 
 def sample_figures(

@@ -124,7 +124,7 @@ def _stats(prefix: str, probs: torch.Tensor, out: dict[str, float]) -> None:
         out[f"{prefix}/entropy_mean"] = float(_entropy(probs).mean())
 
 
-def _recipe_key(recipe: str) -> str:
+def recipe_key(recipe: str) -> str:
     # "class-mix@0.8" -> "class-mix/s0.80" ('@' is not allowed in MLflow metric names)
     name, sep, value = recipe.partition("@")
     return f"{key_part(name)}/s{float(value):.2f}" if sep else key_part(name)
@@ -199,7 +199,7 @@ def synthetic_quality(
             out["quality/near_ood/other_class_rate"] = float(other[ood].float().mean())
         for recipe in sorted({r for r, k in zip(recipes, kinds) if k == "near_ood"}):
             sel = ood & torch.tensor([r == recipe for r in recipes], dtype=torch.bool)
-            prefix = f"quality/near_ood/{_recipe_key(recipe)}"
+            prefix = f"quality/near_ood/{recipe_key(recipe)}"
             _stats(prefix, probs[sel], out)
             out[f"{prefix}/source_class_rate"] = float(own[sel].float().mean())
             if other is not None:

@@ -14,8 +14,11 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from eibacl import tracking
 from eibacl.config import ConfigError, GenerateRunConfig
+from eibacl.generate.judge import JUDGE_FILE, load_verdicts
 from eibacl.generate.synthetic_set import SyntheticSet, is_complete
 from eibacl.train.batches import SyntheticPool
 from eibacl.train.data import TrainingData
@@ -30,7 +33,16 @@ def load_pool(config: Any, data: TrainingData) -> SyntheticPool | None:
     folder = resolve_set(config, data)
     synthetic = SyntheticSet.open(folder)
     check_fingerprints(synthetic, data, folder)
-    pool = build_pool(synthetic, data)
+    keep = judge_keep(folder, synthetic) if config.synthetic_filter == "judge" else None
+    pool = build_pool(  # the filter keeps at most the asked-for counts of what it passes
+        synthetic,
+        data,
+        keep=keep,
+        per_source=config.num_synthetic if keep is not None else None,
+        near_per_source=config.num_near_ood if keep is not None else None,
+    )
+    if keep is not None:
+        _report_filter(pool, folder, config)
     if mode == "positives+negatives" and len(pool.near_ood) == 0:
         raise ConfigError(
             f"synthetic=positives+negatives needs near-OOD images, but the set {folder} has none:"
@@ -55,9 +67,55 @@ def load_pool(config: Any, data: TrainingData) -> SyntheticPool | None:
 
 
 def generation_config(config: Any) -> GenerateRunConfig:
-    """The generate parameters embedded in a pretrain/baseline config."""
+    """The generate parameters embedded in a pretrain/baseline config; with `oversample`
+    the set holds that many times the variants, from which the filter keeps
+    `num_synthetic` per image."""
     names = {f.name for f in dataclasses.fields(GenerateRunConfig)}
-    return GenerateRunConfig(**{n: getattr(config, n) for n in names if hasattr(config, n)})
+    values = {n: getattr(config, n) for n in names if hasattr(config, n)}
+    factor = getattr(config, "oversample", 1)
+    values["num_synthetic"] = values.get("num_synthetic", 0) * factor
+    values["num_near_ood"] = values.get("num_near_ood", 0) * factor
+    return GenerateRunConfig(**values)
+
+
+def judge_keep(folder: Path, synthetic: SyntheticSet) -> np.ndarray:
+    """Which images of the set the judge keeps: ID variants that stay in-distribution and
+    keep their class; near-OOD images in the band between real ID and the far reference."""
+    path = folder / JUDGE_FILE
+    if not path.is_file():
+        raise ConfigError(
+            f"synthetic_filter=judge needs the judge's verdicts {path}, which are missing: run "
+            "generate again with the same parameters (it adds them), or use synthetic_filter=none"
+        )
+    v = load_verdicts(path)
+    if len(v.stays_id) != len(synthetic):
+        raise ConfigError(f"{path} does not match its set ({len(v.stays_id)} != {len(synthetic)})")
+    is_near = synthetic.is_near_ood.numpy()
+    return np.where(is_near, v.in_band, v.stays_id & v.keeps_class)
+
+
+def _report_filter(pool: SyntheticPool, folder: Path, config: Any) -> None:
+    c = pool.counts
+    line = (
+        f"synthetic_filter=judge kept {c['id']} of {c['id'] + c['id_dropped']} ID variants "
+        f"(<= {config.num_synthetic} per image) and {c['near_ood']} of "
+        f"{c['near_ood'] + c['near_ood_dropped']} near-OOD images of {folder.name}"
+    )
+    log.warning(line)
+    tracking.log_metrics(
+        {
+            "synthetic/filter/id_kept": c["id"],
+            "synthetic/filter/id_dropped": c["id_dropped"],
+            "synthetic/filter/near_ood_kept": c["near_ood"],
+            "synthetic/filter/near_ood_dropped": c["near_ood_dropped"],
+        }
+    )
+    wanted_near = "negatives" in config.synthetic
+    if c["id"] == 0 and config.alpha > 0 or wanted_near and c["near_ood"] == 0:
+        raise ConfigError(
+            line + ": the filter kept nothing of a kind training needs; generate more with "
+            "-P oversample=4, or use synthetic_filter=none"
+        )
 
 
 def resolve_set(config: Any, data: TrainingData) -> Path:
@@ -109,18 +167,40 @@ def check_fingerprints(synthetic: SyntheticSet, data: TrainingData, folder: Path
             )
 
 
-def build_pool(synthetic: SyntheticSet, data: TrainingData) -> SyntheticPool:
+def build_pool(
+    synthetic: SyntheticSet,
+    data: TrainingData,
+    *,
+    keep: np.ndarray | None = None,
+    per_source: int | None = None,
+    near_per_source: int | None = None,
+) -> SyntheticPool:
+    """The training pool: at most `per_source` ID variants of each training image and
+    `near_per_source` near-OOD images made from it, among the rows `keep` allows (all by
+    default), in the set's order."""
     position = {image_id: i for i, image_id in enumerate(data.split.train)}
     empty = data.train_x[:0]
-    per_source: list[list[int]] = [[] for _ in data.split.train]
+    by_source: list[list[int]] = [[] for _ in data.split.train]
+    near_by_source: dict[str, int] = {}
     near: list[int] = []
+    dropped = {"id": 0, "near_ood": 0}
     for row_index, row in enumerate(synthetic.rows):
-        if row.kind == "near_ood":
-            near.append(row_index)
+        kind = "near_ood" if row.kind == "near_ood" else "id"
+        if keep is not None and not keep[row_index]:
+            dropped[kind] += 1
+            continue
+        if kind == "near_ood":
+            used = near_by_source.get(row.source_id, 0)
+            if near_per_source is None or used < near_per_source:
+                near_by_source[row.source_id] = used + 1
+                near.append(row_index)
         elif row.source_id in position:
-            per_source[position[row.source_id]].append(row_index)
-    variants = [synthetic.images[rows] if rows else empty for rows in per_source]
-    for i, rows in enumerate(per_source):
+            rows = by_source[position[row.source_id]]
+            if per_source is None or len(rows) < per_source:
+                rows.append(row_index)
+    per_source_rows = by_source
+    variants = [synthetic.images[rows] if rows else empty for rows in per_source_rows]
+    for i, rows in enumerate(per_source_rows):
         labels = {synthetic.rows[r].label for r in rows}
         if labels and labels != {int(data.train_y[i])}:
             raise ValueError(
@@ -132,5 +212,10 @@ def build_pool(synthetic: SyntheticSet, data: TrainingData) -> SyntheticPool:
         near_ood=synthetic.images[near] if near else empty,
         set_id=synthetic.settings.get("key_digest", "")[:16],
         fingerprint=synthetic.settings.get("key_digest", ""),
-        counts={"id": sum(len(r) for r in per_source), "near_ood": len(near)},
+        counts={
+            "id": sum(len(r) for r in per_source_rows),
+            "near_ood": len(near),
+            "id_dropped": dropped["id"],
+            "near_ood_dropped": dropped["near_ood"],
+        },
     )

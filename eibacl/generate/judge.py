@@ -1,0 +1,279 @@
+"""The judge of synthetic images: OOD detectors fitted on real in-distribution data only.
+
+A classifier's argmax cannot tell a near-OOD image from noise: both can "leave the source
+class". The judge asks what a synthetic image is *for*: where it falls on an OOD score
+between real in-distribution images and far-away images. It works on images alone, so
+any generator (the embedded DDPM, Stable Diffusion) is judged the same way.
+
+- Features: the penultimate layer of the reference CNN of `eibacl.generate.quality`,
+  trained on the real training split only (cheap: seconds on a CPU).
+- Scores (higher = more in-distribution): kNN distance on normalised features (Sun et al.
+  2022; k = 1, as the study's few-shot default) and Mahalanobis distance to the nearest
+  class mean with a shared covariance (Lee et al. 2018), both fitted on real training
+  features.
+- Calibration: the threshold of each score is the one that keeps 95% of the real ID
+  *validation* images (95% TPR); "stays in-distribution" = at or above it.
+- Far reference: pixel-shuffled real training images (same intensities, no structure).
+  It is made from the training data, so the filter never reads a test or far-OOD set.
+  Near-OOD images are wanted in the band between the two: past the ID threshold, yet
+  scoring higher than the far reference's median (NPOS / BOOD keep boundary samples).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+from eibacl.evaluate.ood_metrics import auroc
+from eibacl.evaluate.plots import new_figure
+from eibacl.evaluate.scorers import (
+    MahalanobisModel,
+    fit_mahalanobis,
+    knn_score,
+    mahalanobis_score,
+)
+from eibacl.generate.quality import (
+    ReferenceClassifier,
+    recipe_key,
+    train_reference_classifier,
+)
+
+JUDGE_FILE = "judge.npz"
+JUDGE_SCORERS = ("knn", "mahalanobis")
+PRIMARY_SCORER = "mahalanobis"  # the one the filter uses; see `verdicts`
+ID_TPR = 0.95
+KNN_K = 1
+
+
+@dataclass
+class Judge:
+    classifier: ReferenceClassifier
+    train_feats: torch.Tensor
+    maha: MahalanobisModel
+    val_scores: dict[str, np.ndarray]
+    far_scores: dict[str, np.ndarray]
+
+    def embed(self, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+        self.classifier.eval()
+        device = next(self.classifier.parameters()).device
+        out = []
+        with torch.inference_mode():
+            for i in range(0, images.shape[0], batch_size):
+                x = images[i : i + batch_size].to(device)
+                x = x.float() / 127.5 - 1.0 if x.dtype == torch.uint8 else x
+                out.append(self.classifier.features(x).float().cpu())
+        return torch.cat(out) if out else torch.zeros(0, self.train_feats.shape[1])
+
+    def scores(self, images: torch.Tensor) -> dict[str, np.ndarray]:
+        return self._scores(self.embed(images))
+
+    def _scores(self, feats: torch.Tensor) -> dict[str, np.ndarray]:
+        if feats.shape[0] == 0:
+            return {s: np.zeros(0) for s in JUDGE_SCORERS}
+        return {
+            "knn": knn_score(self.train_feats, feats, KNN_K),
+            "mahalanobis": mahalanobis_score(self.maha, feats),
+        }
+
+    def predict(self, images: torch.Tensor) -> torch.Tensor:
+        if images.shape[0] == 0:
+            return torch.zeros(0, dtype=torch.long)
+        return self.classifier.predict_proba(images).argmax(dim=1)
+
+    def id_threshold(self, scorer: str) -> float:
+        """Score that keeps `ID_TPR` of the real ID validation images."""
+        return float(np.quantile(self.val_scores[scorer], 1.0 - ID_TPR))
+
+    def far_threshold(self, scorer: str) -> float:
+        """Median score of the far reference (pixel-shuffled training images)."""
+        return float(np.median(self.far_scores[scorer]))
+
+
+def shuffled_pixels(images: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """Each image's pixels permuted (channels together): its intensities, no structure."""
+    gen = torch.Generator().manual_seed(seed)
+    n, c, h, w = images.shape
+    flat = images.reshape(n, c, h * w)
+    order = torch.stack([torch.randperm(h * w, generator=gen) for _ in range(n)])
+    return torch.gather(flat, 2, order[:, None, :].expand(n, c, h * w)).reshape(n, c, h, w)
+
+
+def fit_judge(
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    val_x: torch.Tensor,
+    num_classes: int,
+    *,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+    classifier: ReferenceClassifier | None = None,
+) -> Judge:
+    """Fit the judge on real ID training images; calibrate on real ID validation images."""
+    if len(val_x) == 0:
+        raise ValueError("the judge needs real validation images to calibrate its threshold")
+    classifier = classifier or train_reference_classifier(
+        train_x, train_y, num_classes, device=device, seed=seed
+    )
+    judge = Judge(classifier, torch.zeros(0), None, {}, {})  # type: ignore[arg-type]
+    train_feats = judge.embed(train_x)
+    judge.train_feats = train_feats
+    judge.maha = fit_mahalanobis(train_feats, train_y)
+    judge.val_scores = judge.scores(val_x)
+    judge.far_scores = judge.scores(shuffled_pixels(train_x, seed))
+    return judge
+
+
+@dataclass
+class Verdicts:
+    """Per synthetic image: its scores, whether it stays ID, keeps its class, and whether it
+    lies in the near-OOD band (past the ID threshold, above the far reference's median)."""
+
+    scores: dict[str, np.ndarray]
+    stays_id: np.ndarray
+    keeps_class: np.ndarray
+    in_band: np.ndarray
+
+
+def save_verdicts(path: Path, v: Verdicts) -> None:
+    """Per-image verdicts as plain arrays (npz, no pickle), in the set's manifest order."""
+    arrays = {f"score_{k}": a for k, a in v.scores.items()}
+    np.savez(path, stays_id=v.stays_id, keeps_class=v.keeps_class, in_band=v.in_band, **arrays)
+
+
+def load_verdicts(path: Path) -> Verdicts:
+    with np.load(path, allow_pickle=False) as data:
+        scores = {k[len("score_") :]: data[k] for k in data.files if k.startswith("score_")}
+        return Verdicts(scores, data["stays_id"], data["keeps_class"], data["in_band"])
+
+
+def verdicts(judge: Judge, images: torch.Tensor, labels: torch.Tensor) -> Verdicts:
+    """The judge's per-image verdicts with the primary scorer (`PRIMARY_SCORER`)."""
+    scores = judge.scores(images)
+    s = scores[PRIMARY_SCORER]
+    stays = s >= judge.id_threshold(PRIMARY_SCORER)
+    band = (~stays) & (s > judge.far_threshold(PRIMARY_SCORER))
+    keeps = (judge.predict(images) == torch.as_tensor(labels)).numpy()
+    return Verdicts(scores, stays, keeps, band)
+
+
+def _group_metrics(
+    judge: Judge, prefix: str, scores: Mapping[str, np.ndarray], out: dict[str, float]
+) -> None:
+    n = len(next(iter(scores.values())))
+    out[f"{prefix}/count"] = float(n)
+    if n == 0:
+        return
+    for scorer in JUDGE_SCORERS:
+        s = scores[scorer]
+        out[f"{prefix}/{scorer}/auroc"] = auroc(judge.val_scores[scorer], s, name=prefix)
+        out[f"{prefix}/{scorer}/ood_rate"] = float(np.mean(s < judge.id_threshold(scorer)))
+        band = (s < judge.id_threshold(scorer)) & (s > judge.far_threshold(scorer))
+        out[f"{prefix}/{scorer}/band_rate"] = float(np.mean(band))
+
+
+def judge_report(
+    judge: Judge,
+    groups: Mapping[str, tuple[torch.Tensor, torch.Tensor | None]],
+) -> tuple[dict[str, float], dict[str, dict[str, np.ndarray]]]:
+    """`judge/<group>/...` metrics for named groups of images (labels where the group has a
+    class to keep, e.g. ID variants): AUROC of real ID validation vs the group, the share
+    past the 95%-TPR threshold (`ood_rate`), the share in the near-OOD band (`band_rate`),
+    and for labelled groups the share that stays ID and keeps its class (`kept_rate`).
+    Also returns the scores per group, for the figure."""
+    out: dict[str, float] = {}
+    all_scores: dict[str, dict[str, np.ndarray]] = {}
+    for name, (images, labels) in groups.items():
+        scores = judge.scores(images)
+        all_scores[name] = scores
+        prefix = f"judge/{name}"
+        _group_metrics(judge, prefix, scores, out)
+        if labels is not None and len(images):
+            keeps = (judge.predict(images) == torch.as_tensor(labels)).numpy()
+            stays = scores[PRIMARY_SCORER] >= judge.id_threshold(PRIMARY_SCORER)
+            out[f"{prefix}/keeps_class_rate"] = float(np.mean(keeps))
+            out[f"{prefix}/kept_rate"] = float(np.mean(keeps & stays))
+    return out, all_scores
+
+
+def judge_figure(
+    judge: Judge, scores: Mapping[str, Mapping[str, np.ndarray]], scorer: str = PRIMARY_SCORER
+) -> Figure:
+    """Histograms of one score on one axis: real ID validation, then every group."""
+    fig = new_figure(7.5, 4.2)
+    ax = fig.add_subplot()
+    everything = [judge.val_scores[scorer]] + [g[scorer] for g in scores.values() if len(g[scorer])]
+    values = np.concatenate(everything)
+    lo, hi = np.quantile(values, [0.005, 1.0])
+    bins = np.linspace(lo, hi, 50)
+    ax.hist(
+        judge.val_scores[scorer],
+        bins=bins,
+        density=True,
+        histtype="stepfilled",
+        alpha=0.35,
+        label=f"real ID validation (n={len(judge.val_scores[scorer])})",
+        color="0.5",
+    )
+    for name, group in scores.items():
+        s = group[scorer]
+        if len(s):
+            ax.hist(
+                np.clip(s, lo, hi),
+                bins=bins,
+                density=True,
+                histtype="step",
+                linewidth=1.4,
+                label=f"{name} (n={len(s)})",
+            )
+    ax.axvline(
+        judge.id_threshold(scorer),
+        color="k",
+        linestyle="--",
+        linewidth=1,
+        label=f"ID threshold ({ID_TPR:.0%} TPR)",
+    )
+    ax.axvline(
+        judge.far_threshold(scorer),
+        color="k",
+        linestyle=":",
+        linewidth=1,
+        label="far reference median",
+    )
+    ax.set(
+        xlabel=f"{scorer} score (higher = more in-distribution)",
+        ylabel="density",
+        title="The judge: where synthetic images fall between real ID and far-away",
+    )
+    ax.legend(fontsize=7, loc="upper left")
+    return fig
+
+
+def synthetic_groups(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    kinds: Sequence[str],
+    recipes: Sequence[str],
+    strengths: torch.Tensor,
+) -> dict[str, tuple[torch.Tensor, torch.Tensor | None]]:
+    """Named groups of a synthetic set: `id`, `id/s0.50` per strength, `near_ood` and
+    `near_ood/<recipe>` per recipe (keys are valid MLflow key parts)."""
+    kinds_t = np.array(kinds)
+    groups: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
+    is_id = torch.from_numpy(kinds_t == "id")
+    if is_id.any():
+        groups["id"] = (images[is_id], labels[is_id])
+        for s in sorted(set(strengths[is_id].tolist())):
+            sel = is_id & torch.isclose(strengths, torch.tensor(s, dtype=strengths.dtype))
+            groups[f"id/s{s:.2f}"] = (images[sel], labels[sel])
+    ood = ~is_id
+    if ood.any():
+        groups["near_ood"] = (images[ood], None)
+        for recipe in sorted({r for r, k in zip(recipes, kinds) if k != "id"}):
+            sel = ood & torch.from_numpy(np.array([r == recipe for r in recipes]))
+            groups[f"near_ood/{recipe_key(recipe)}"] = (images[sel], None)
+    return groups
