@@ -1,9 +1,10 @@
 """The model registry: every probed encoder becomes a version of `eibacl-encoder`;
 the alias `champion` moves to a version only when it wins on validation data.
 
-Selection: higher `val/accuracy`; ties broken by higher validation near-OOD KNN AUROC
-(`val/ood/near/knn/auroc`, held-out-class images from the training pool, never the
-test split); a full tie keeps the current champion.
+Selection: higher `val/accuracy`; ties broken by the higher validation near-OOD AUROC of
+the study's headline scorer (`SELECTION_NEAR_OOD`: images of the `ood_val_classes`, which
+are disjoint from the reported near-OOD classes; never the test split); a full tie keeps
+the current champion.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from eibacl import tracking
+from eibacl.evaluate.evaluation import SELECTION_NEAR_OOD
 
 log = logging.getLogger(__name__)
-SELECTION_METRICS = ("val/accuracy", "val/ood/near/knn/auroc")
+SELECTION_METRICS = ("val/accuracy", SELECTION_NEAR_OOD)
 
 
 @dataclass

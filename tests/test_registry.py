@@ -7,6 +7,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from eibacl import registry, tracking
+from eibacl.evaluate.evaluation import SELECTION_NEAR_OOD
 
 
 def _champion(name: str) -> str:
@@ -20,7 +21,7 @@ def test_selection_rule_and_tie_break(tiny_pretrain_run, fresh_registry):
     def register(acc: float, auroc: float | None = None, test_acc: float = 0.5):
         metrics = {"val/accuracy": acc, "test/accuracy": test_acc}
         if auroc is not None:
-            metrics["val/ood/near/knn/auroc"] = auroc
+            metrics[SELECTION_NEAR_OOD] = auroc
         return registry.register_encoder(uri, metrics, tags)
 
     first = register(0.50, 0.60)
@@ -61,7 +62,7 @@ def test_champion_version_is_none_without_registered_model(fresh_registry):
 @pytest.mark.parametrize(
     ("values", "expected"),
     [
-        ({"val/accuracy": "0.5", "val/ood/near/knn/auroc": "0.7"}, (0.5, 0.7)),
+        ({"val/accuracy": "0.5", SELECTION_NEAR_OOD: "0.7"}, (0.5, 0.7)),
         ({"val/accuracy": 0.5}, (0.5, float("-inf"))),
         ({}, (float("-inf"), float("-inf"))),
     ],

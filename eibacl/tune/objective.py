@@ -8,7 +8,7 @@ synthetic set holds the nested generate run; the set itself is linked by the tag
 `eibacl.synthetic_set_dir` either way.
 
 Selection never looks at the test split: the values returned are the probe's
-`val/accuracy` and, for two objectives, `val/ood/near/knn/auroc` (held-out-class images
+`val/accuracy` and, for two objectives, `SELECTION_NEAR_OOD` (images of ood_val_classes
 from the training pool, disjoint from the test OOD images).
 
 Pruning (single objective only; Optuna does not prune multi-objective studies): the

@@ -1,9 +1,9 @@
 """The search space of `tune`, the objectives, and the pretrain config of one trial.
 
 Selection never looks at the test split: the objectives are the probe's validation
-accuracy (`val/accuracy`) and its validation near-OOD KNN AUROC
-(`val/ood/near/knn/auroc`: held-out-class images taken from the training pool, the
-split's `ood_val` side, disjoint from the test OOD images `ood_test`).
+accuracy (`val/accuracy`) and its validation near-OOD AUROC of the headline scorer
+(`SELECTION_NEAR_OOD`: images of the `ood_val_classes`, the split's `ood_val` side, held
+out from training and disjoint from the classes of the reported near-OOD set `ood_test`).
 """
 
 from __future__ import annotations
@@ -27,13 +27,14 @@ from eibacl.config import (
     search_list,
     strength_grid_list,
 )
+from eibacl.evaluate.evaluation import SELECTION_NEAR_OOD
 
 # objective parameter -> (short name, probe metric) of each objective, all maximised
 OBJECTIVES: dict[str, tuple[tuple[str, str], ...]] = {
     "val_accuracy": (("val_accuracy", "val/accuracy"),),
     "val_accuracy+near_ood_auroc": (
         ("val_accuracy", "val/accuracy"),
-        ("near_ood_auroc", "val/ood/near/knn/auroc"),
+        ("near_ood_auroc", SELECTION_NEAR_OOD),
     ),
 }
 # What a trial keeps of its probe (the registry's selection metrics among them).

@@ -12,7 +12,7 @@ import logging
 
 from eibacl import tracking
 from eibacl.config import CompareConfig
-from eibacl.evaluate.answer import HEADLINE_NEAR_OOD, study_answer
+from eibacl.evaluate.answer import study_answer
 from eibacl.evaluate.comparison import (
     TABLE_METRICS,
     CellRun,
@@ -22,6 +22,7 @@ from eibacl.evaluate.comparison import (
     table_csv,
     table_markdown,
 )
+from eibacl.evaluate.evaluation import HEADLINE_NEAR_OOD
 from eibacl.evaluate.plots import bar_chart_figure
 from eibacl.evaluate.resolution import metric_noise, resolution_markdown
 from eibacl.keys import key_part

@@ -9,6 +9,7 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from eibacl import tracking
+from eibacl.evaluate.evaluation import SELECTION_NEAR_OOD
 from eibacl.tune import tune
 from eibacl.tune.objective import PRETRAIN_RUN, PROBE_RUN, TRIAL_TAG
 
@@ -47,9 +48,7 @@ def test_trials_return_validation_accuracy_and_validation_near_ood_auroc(pareto_
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
     for trial, probe_run in zip(trials, pareto_run["probe"]):
         metrics = probe_run.data.metrics
-        assert trial.values == pytest.approx(
-            [metrics["val/accuracy"], metrics["val/ood/near/knn/auroc"]]
-        )
+        assert trial.values == pytest.approx([metrics["val/accuracy"], metrics[SELECTION_NEAR_OOD]])
         assert trial.params["strength"] == 0.5
         assert trial.intermediate_values == {}  # no pruning with two objectives
 

@@ -69,23 +69,47 @@ def test_main_runs_every_step_then_reuses_them(fresh_experiment, capsys):
         assert tags[f"eibacl.step.{step}"]
 
 
-def test_compare_grid_table_chart_and_paired_tests(fresh_experiment):
-    config = CompareConfig(seeds=2, modes="none,positives", register=False, **TINY)
+def test_compare_at_its_default_grid(fresh_experiment):
+    """The default methods and modes (a '+' in a mode name crashed MLflow tag keys once)."""
+    defaults = CompareConfig()
+    config = CompareConfig(seeds=2, register=False, **TINY)
+    assert (config.methods, config.modes) == (defaults.methods, defaults.modes)
+    methods, modes = config.methods.split(","), config.modes.split(",")
     result = compare(config)
-    assert len(result.runs) == 2 * 2 * 2
-    assert set(result.table) == {"supcon/none", "supcon/positives", "ce/none", "ce/positives"}
+    assert len(result.runs) == len(methods) * len(modes) * 2
+    assert set(result.table) == {f"{m}/{mode}" for m in methods for mode in modes}
     pairs = {(t["first"], t["second"]) for t in result.tests}
     assert ("supcon/none", "supcon/positives") in pairs
-    assert ("ce/none", "supcon/none") in pairs
-    assert all(t["n"] == 2 for t in result.tests)
-    artifacts = {f.path for f in MlflowClient().list_artifacts(result.run_id, "comparison")}
-    for name in ("table.csv", "table.md", "paired_tests.md", "test_accuracy.png"):
+    assert ("supcon/positives", "supcon/positives+negatives") in pairs
+    assert ("ce/positives+negatives", "supcon/positives+negatives") in pairs
+    assert all(
+        t["n"] == 2 and 0 <= t["p_holm"] <= 1 for t in result.tests if t["p_holm"] == t["p_holm"]
+    )
+    client = MlflowClient()
+    artifacts = {f.path for f in client.list_artifacts(result.run_id, "comparison")}
+    for name in (
+        "table.csv",
+        "table.md",
+        "paired_tests.md",
+        "paired_tests.json",
+        "resolution.md",
+        "answer.md",
+        "test_accuracy.png",
+        "ood_near_mahalanobis_auroc.png",
+    ):
         assert f"comparison/{name}" in artifacts
+    answer = client.download_artifacts(result.run_id, "comparison/answer.md")
+    text = open(answer).read()
+    assert text == result.answer and "RQ1" in text and "RQ2" in text
+    tags = client.get_run(result.run_id).data.tags
+    assert tags["eibacl.cell.supcon.positives_negatives.1"]
+    metrics = client.get_run(result.run_id).data.metrics
+    assert "supcon/positives_negatives/test/accuracy" in metrics
     children = _children(result.run_id)
     entries = [c.data.tags["eibacl.entry_point"] for c in children]
-    # 4 supcon pretrains + 4 probes + 4 baselines (+ the shared generate step)
-    assert entries.count("pretrain") == 4 and entries.count("probe") == 4
-    assert entries.count("baseline") == 4
+    cells = len(modes) * 2
+    assert entries.count("pretrain") == cells and entries.count("probe") == cells
+    assert entries.count("baseline") == cells
     seeds = {
         c.data.params.get("seed")
         for c in children
