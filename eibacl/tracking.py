@@ -10,6 +10,7 @@ import functools
 import json
 import logging
 import os
+import socket
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -41,6 +42,8 @@ DATA_TAG = "eibacl.data_digest"
 REGISTERED_MODEL = "eibacl-encoder"
 CHAMPION = "champion"
 MODEL_REQUIREMENTS = ["torch", "torchvision", "numpy", "mlflow"]
+PROCESS_TAG = "eibacl.process"  # host:pid of the process that runs (or ran) the run
+SUPERSEDED_TAG = "eibacl.superseded_by"
 
 
 class TrackingError(RuntimeError):
@@ -151,6 +154,7 @@ def start_run(
     if run_id is None and not nested and project_run:
         run_id = project_run
     exp = None if run_id else experiment_id()
+    tags = (tags or {}) | {PROCESS_TAG: process_label()}
     with mlflow.start_run(
         run_id=run_id, run_name=run_name, experiment_id=exp, nested=nested, tags=tags
     ) as run:
@@ -161,6 +165,62 @@ def start_run(
             # mlflow.ActiveRun ends every exception as FAILED; an interrupt is KILLED
             mlflow.end_run("KILLED")
             raise
+
+
+def process_label(pid: int | None = None) -> str:
+    return f"{socket.gethostname()}:{os.getpid() if pid is None else pid}"
+
+
+def _process_gone(label: str) -> bool:
+    """True only when `label` names a process of this machine that no longer exists."""
+    host, _, pid = label.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
+
+
+@primary_only(int)
+def end_stale_runs(entry_point: str, digest: str) -> int:
+    """End as KILLED the RUNNING runs of this step and parameters whose process is gone
+    (kill -9, a power cut: nothing could end them); returns how many.
+
+    Only processes of this machine can be checked: runs started elsewhere are left as they
+    are, and counted in the log.
+    """
+    active = mlflow.active_run()
+    current = active.info.run_id if active is not None else ""
+    runs = find_runs(
+        f"tags.`{ENTRY_TAG}` = '{entry_point}' and tags.`{PARAMS_TAG}` = '{digest}' "
+        "and attributes.status = 'RUNNING'",
+        max_results=200,
+    )
+    client = MlflowClient()
+    ended, unknown = 0, 0
+    for run in runs:
+        if run.info.run_id == current:
+            continue
+        if _process_gone(run.data.tags.get(PROCESS_TAG, "")):
+            client.set_tag(run.info.run_id, SUPERSEDED_TAG, current)
+            client.set_terminated(run.info.run_id, status="KILLED")
+            ended += 1
+        else:
+            unknown += 1
+    if ended:
+        log.info("ended %d stale %s run(s) as KILLED (their process is gone)", ended, entry_point)
+    if unknown:
+        log.info(
+            "%d other %s run(s) with these parameters are RUNNING elsewhere or alive; left as "
+            "they are",
+            unknown,
+            entry_point,
+        )
+    return ended
 
 
 @primary_only()

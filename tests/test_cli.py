@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import pytest
 
@@ -61,11 +62,45 @@ def test_config_error_becomes_exit_code_2_naming_the_parameter(capsys):
 
 
 def test_value_error_from_the_library_becomes_exit_code_2(capsys):
-    def main(config):
-        raise ValueError(f"knn_k={config.knn_k} is larger than the 5 training images")
+    from eibacl.tracking import resolve_encoder
 
-    assert run_entry_point(ProbeConfig, ["--knn_k", "9"], main, "probe") == 2
-    assert "knn_k=9" in capsys.readouterr().err
+    def main(config):
+        resolve_encoder(config.encoder_uri)
+
+    assert run_entry_point(ProbeConfig, ["--encoder_uri", "bogus:9"], main, "probe") == 2
+    err = capsys.readouterr().err
+    assert "encoder_uri='bogus:9'" in err and "Traceback" not in err
+
+
+def test_errors_raised_outside_eibacl_keep_their_traceback():
+    """A RuntimeError from torch (CUDA out of memory, a shape bug) is no user mistake."""
+    import torch
+
+    def main(config):
+        torch.zeros(2, 3) @ torch.zeros(2, 3)
+
+    with pytest.raises(RuntimeError, match="cannot be multiplied"):
+        run_entry_point(ProbeConfig, [], main, "probe")
+
+    def broken(config):
+        raise ValueError("raised here, in a test, not by eibacl")
+
+    with pytest.raises(ValueError, match="not by eibacl"):
+        run_entry_point(ProbeConfig, [], broken, "probe")
+
+
+def test_sigterm_is_an_interrupt_with_exit_code_143(capsys):
+    import os
+    import signal
+
+    def terminated(config):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(30)  # the handler raises before this ends
+
+    before = signal.getsignal(signal.SIGTERM)
+    assert run_entry_point(ProbeConfig, [], terminated, "probe") == 143
+    assert "interrupted" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGTERM) is before
 
 
 def test_interrupt_is_exit_code_130_and_success_is_0(capsys):
