@@ -101,6 +101,18 @@ def run_entry_point(
     return 0
 
 
+def check_tracking_store() -> int:
+    """For scripts/run.sh, before `mlflow run` touches the store: 0, or 2 and one line."""
+    from eibacl.tracking import TrackingError, check_store
+
+    try:
+        check_store()
+    except TrackingError as exc:
+        print(f"eibacl: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def is_user_error(exc: BaseException) -> bool:
     """The project's own errors, and the errors eibacl raises itself with a message."""
     if isinstance(exc, ConfigError):

@@ -6,6 +6,7 @@ layout), unless `MLFLOW_TRACKING_URI` says otherwise. Metrics are logged in batc
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -79,6 +80,28 @@ def configure() -> str:
     for path in _local_paths(uri):
         _check_writable(path)
     mlflow.set_tracking_uri(uri)
+    return uri
+
+
+def check_store() -> str:
+    """`configure`, then one write transaction on a sqlite store: a store MLflow cannot write
+    fails here in one line, instead of after MLflow's ~100 s of retries."""
+    uri = configure()
+    if uri.startswith("sqlite:///"):
+        import sqlite3
+
+        db = Path(uri[len("sqlite:///") :])
+        if db.exists():
+            try:
+                with contextlib.closing(sqlite3.connect(db, timeout=10)) as connection:
+                    connection.execute("BEGIN IMMEDIATE")
+                    connection.rollback()
+            except sqlite3.Error as exc:
+                raise TrackingError(
+                    f"the MLflow store {db.resolve()} cannot be written ({exc}): run from a "
+                    "folder you can write to, or set MLFLOW_TRACKING_URI (e.g. "
+                    "sqlite:////tmp/eibacl/mlflow.db or http://host:5000)"
+                ) from exc
     return uri
 
 

@@ -120,3 +120,37 @@ def test_debug_mode_reraises(monkeypatch):
 
     with pytest.raises(ConfigError, match="temperature"):
         run_entry_point(PretrainConfig, ["--temperature", "-1"], lambda c: None, "pretrain")
+
+
+def test_store_check_is_one_line_and_runs_before_mlflow_run(tmp_path, monkeypatch, capsys):
+    from pathlib import Path
+
+    from eibacl.cli import check_tracking_store
+
+    (tmp_path / "file").write_text("in the way")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'file' / 'mlflow.db'}")
+    assert check_tracking_store() == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not writable" in err and "MLFLOW_TRACKING_URI" in err
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'ok' / 'mlflow.db'}")
+    assert check_tracking_store() == 0
+    run_sh = (Path(__file__).resolve().parents[1] / "scripts" / "run.sh").read_text()
+    assert run_sh.index("check_tracking_store") < run_sh.index("mlflow run .")
+
+
+def test_store_check_refuses_a_sqlite_store_it_cannot_write(tmp_path, monkeypatch, capsys):
+    import sqlite3
+
+    from eibacl.cli import check_tracking_store
+
+    db = tmp_path / "mlflow.db"
+    holder = sqlite3.connect(db)
+    holder.execute("CREATE TABLE t (x)")
+    holder.execute("BEGIN EXCLUSIVE")  # another writer that never lets go
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
+    try:
+        assert check_tracking_store() == 2
+    finally:
+        holder.rollback()
+        holder.close()
+    assert "cannot be written (database is locked)" in capsys.readouterr().err
