@@ -19,7 +19,7 @@ from eibacl.train.probe import probe
 
 SCORERS = ("knn", "mahalanobis", "msp", "energy")
 OOD_SETS = ("near", "far")
-OOD_METRICS = ("auroc", "fpr95", "aupr_in")
+OOD_METRICS = ("auroc", "fpr95", "aupr_in", "aupr_out")
 PLOTS = (
     "plots/confusion_matrix.png",
     "plots/roc_near.png",
