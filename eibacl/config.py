@@ -251,7 +251,11 @@ class ProbeConfig(_Checked, EvalConfig):
         "", "runs:/<id>/encoder or models:/...; empty = the newest finished pretrain run."
     )
     device: str = param("auto", "'auto', 'cpu' or 'cuda'.")
-    probe_seed: int = param(0, "Seed of the linear probe.")
+    probe_seed: int = param(
+        0,
+        "Seed of the linear probe (scikit-learn's random_state; its lbfgs solver is "
+        "deterministic, so the probe does not depend on it).",
+    )
 
 
 @dataclass

@@ -124,7 +124,7 @@ def evaluate_encoder(
         )
         logits_fn: LogitsFn = probe.logits
         metrics["probe/weight_decay"] = probe.weight_decay
-        metrics["probe/lr"] = probe.lr
+        metrics["probe/C"] = probe.C
     else:
         head = head.cpu().eval()
 
