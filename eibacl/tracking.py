@@ -42,7 +42,7 @@ SYNTHETIC_TAG = "eibacl.synthetic"
 DATA_TAG = "eibacl.data_digest"
 REGISTERED_MODEL = "eibacl-encoder"
 CHAMPION = "champion"
-MODEL_REQUIREMENTS = ["torch", "torchvision", "numpy", "mlflow"]
+MODEL_PACKAGES = ("torch", "torchvision", "numpy", "mlflow")
 PROCESS_TAG = "eibacl.process"  # host:pid of the process that runs (or ran) the run
 SUPERSEDED_TAG = "eibacl.superseded_by"
 
@@ -177,7 +177,9 @@ def start_run(
     if run_id is None and not nested and project_run:
         run_id = project_run
     exp = None if run_id else experiment_id()
-    tags = (tags or {}) | {PROCESS_TAG: process_label()}
+    from eibacl.version import code_version
+
+    tags = (tags or {}) | {PROCESS_TAG: process_label(), CODE_TAG: code_version()}
     with mlflow.start_run(
         run_id=run_id, run_name=run_name, experiment_id=exp, nested=nested, tags=tags
     ) as run:
@@ -308,17 +310,30 @@ def log_artifact(path: Path, artifact_path: str | None = None) -> None:
 @primary_only()
 def log_dataset(name: str, source: str, digest: str, context: str, size: int) -> None:
     """Record the data a run saw as an MLflow dataset input (shown in the UI)."""
-    from mlflow.data.http_dataset_source import HTTPDatasetSource
     from mlflow.data.meta_dataset import MetaDataset
     from mlflow.types.schema import ColSpec, Schema
 
     dataset = MetaDataset(
-        source=HTTPDatasetSource(url=f"https://eibacl.local/{source}"),
+        source=dataset_source(source),
         name=name,
         digest=digest[:36],
         schema=Schema([ColSpec("long", "images")]) if size >= 0 else None,
     )
     mlflow.log_input(dataset, context=context, tags={"size": str(size), "source": source})
+
+
+def dataset_source(source: str) -> Any:
+    """The MLflow source of an image source's description: the local folder it was read
+    from ('folder:<path>', 'fashion-mnist (<how>: <path>)'), else the code that made it."""
+    import re
+
+    from mlflow.data.code_dataset_source import CodeDatasetSource
+    from mlflow.data.sources import LocalArtifactDatasetSource
+
+    found = re.fullmatch(r"folder:(.+)|[^(]+\([^:]+: (.+)\)", source)
+    if found:
+        return LocalArtifactDatasetSource(found.group(1) or found.group(2))
+    return CodeDatasetSource(tags={"eibacl.source": source})
 
 
 @primary_only(str)
@@ -332,10 +347,18 @@ def log_encoder(encoder: torch.nn.Module, name: str = "encoder") -> str:
         encoder,
         name=name,
         input_example=example.numpy(),
-        pip_requirements=MODEL_REQUIREMENTS,
+        pip_requirements=model_requirements(),
         serialization_format="pt2",
     )
     return info.model_uri
+
+
+def model_requirements() -> list[str]:
+    """The logged encoder's pip requirements, pinned to the versions that wrote it (public
+    part only: a '+cu130' build tag would not install on another machine)."""
+    from importlib.metadata import version
+
+    return [f"{name}=={version(name).split('+')[0]}" for name in MODEL_PACKAGES]
 
 
 class ExportedEncoder(torch.nn.Module):
@@ -454,15 +477,21 @@ def _encoder_of(run: Run) -> str:
 
 
 PARAMS_TAG = "eibacl.params"
+CODE_TAG = "eibacl.code_version"
+CODE_KEY = "__code__"  # in the digest only: no parameter of that name can exist
 # Parameters that change where or how visibly a run computes, not what it computes.
 VOLATILE_PARAMS = ("progress", "device", "resume", "register")
 
 
-def params_digest(params: dict[str, Any]) -> str:
-    """Identity of a step's work: equal digests mean a finished run can be reused."""
+def params_digest(params: dict[str, Any], code: str | None = None) -> str:
+    """Identity of a step's work, parameters and code version (`eibacl.version`): equal
+    digests mean a finished run can be reused; results of other code never are."""
     import hashlib
 
+    from eibacl.version import code_version
+
     stable = {k: str(v) for k, v in sorted(params.items()) if k not in VOLATILE_PARAMS}
+    stable[CODE_KEY] = code_version() if code is None else code
     return hashlib.sha256(json.dumps(stable, sort_keys=True).encode()).hexdigest()[:20]
 
 

