@@ -272,11 +272,33 @@ def _param_text(value: Any) -> str:
 
 
 @primary_only()
-def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
-    """One batched write (each sqlite write costs milliseconds)."""
+def log_metrics(metrics: dict[str, float], step: int | None = None, model_uri: str = "") -> None:
+    """One batched write (each sqlite write costs milliseconds). With the URI of a logged
+    model, the metrics are also linked to it (MLflow 3's model_id): the Models tab then
+    compares encoders by them."""
     clean = {k: float(v) for k, v in metrics.items() if v is not None and np.isfinite(v)}
     if clean:
-        mlflow.log_metrics(clean, step=step)
+        mlflow.log_metrics(clean, step=step, model_id=model_id_of(model_uri))
+
+
+def model_id_of(model_uri: str) -> str | None:
+    """The logged-model id behind models:/m-<id>, models:/<name>@<alias> or
+    models:/<name>/<version>; None for anything else (e.g. runs:/ URIs)."""
+    if not model_uri.startswith("models:/"):
+        return None
+    ref = model_uri[len("models:/") :]
+    if ref.startswith("m-"):
+        return ref.split("/")[0]
+    try:
+        client = MlflowClient()
+        if "@" in ref:
+            name, alias = ref.split("@", 1)
+            return client.get_model_version_by_alias(name, alias).model_id
+        name, number = ref.split("/", 1)
+        return client.get_model_version(name, number).model_id
+    except Exception:  # noqa: BLE001 - linking is a convenience, never a failure
+        log.info("no logged model found behind %s: metrics not linked to it", model_uri)
+        return None
 
 
 @primary_only()

@@ -60,6 +60,16 @@ def test_metrics_have_the_documented_names_and_lie_in_unit_interval(probe_run):
     assert "test/accuracy/T-shirt_top" in metrics  # '/' in a class name is made metric-safe
 
 
+def test_evaluation_metrics_are_linked_to_the_logged_encoder(probe_run):
+    """MLflow 3: the encoder's logged model carries the probe's metrics (Models tab)."""
+    uri = probe_run.data.tags["eibacl.encoder_uri"]
+    assert uri.startswith("models:/m-")
+    model = mlflow.get_logged_model(tracking.model_id_of(uri))
+    linked = {m.key: m.value for m in model.metrics if m.run_id == probe_run.info.run_id}
+    assert linked["val/accuracy"] == probe_run.data.metrics["val/accuracy"]
+    assert "ood/near/knn/aupr_out" in linked
+
+
 def test_plots_and_summaries_are_logged(probe_run, tiny_probe):
     client = MlflowClient()
     run_id = probe_run.info.run_id
