@@ -8,14 +8,27 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import FrameType, TracebackType
 from typing import Any, TypeVar
 
 from eibacl.config import ConfigError
 
 T = TypeVar("T")
 TRUE, FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
+PACKAGE_DIR = Path(__file__).resolve().parent
+# Raised with a message for the user by eibacl's own code (a parameter, a file, the store):
+# one line. The same types raised inside torch, numpy, MLflow, ... (CUDA out of memory, a
+# bug) keep their traceback.
+USER_ERROR_TYPES = (ValueError, FileNotFoundError, PermissionError, RuntimeError)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C: the MLflow run ends as KILLED and what was logged stays."""
 
 
 def parse_bool(text: str) -> bool:
@@ -63,23 +76,68 @@ def parse_config(config_cls: type[T], argv: Sequence[str], description: str = ""
 def run_entry_point(
     config_cls: type[T], argv: Sequence[str], main: Callable[[T], Any], description: str
 ) -> int:
-    """Parse, run, and turn a user's mistake into one clear line instead of a traceback."""
+    """Parse, run, and turn a user's mistake into one clear line instead of a traceback.
+
+    SIGTERM (a scheduler, `kill`, torchrun stopping a worker) ends the run like Ctrl-C.
+    """
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    previous = _on_sigterm(_raise_terminated)
     try:
         config = parse_config(config_cls, argv, description)
         main(config)
-    except (ConfigError, FileNotFoundError, ValueError, PermissionError, RuntimeError) as exc:
-        if _debug():
+    except Exception as exc:
+        if _debug() or not is_user_error(exc):
             raise
         print(f"eibacl: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print(
             "eibacl: interrupted; what was logged is kept. Resume with -P resume=<run id>.",
             file=sys.stderr,
         )
-        return 130
+        return 143 if isinstance(exc, Terminated) else 130
+    finally:
+        _on_sigterm(previous)
     return 0
+
+
+def check_tracking_store() -> int:
+    """For scripts/run.sh, before `mlflow run` touches the store: 0, or 2 and one line."""
+    from eibacl.tracking import TrackingError, check_store
+
+    try:
+        check_store()
+    except TrackingError as exc:
+        print(f"eibacl: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def is_user_error(exc: BaseException) -> bool:
+    """The project's own errors, and the errors eibacl raises itself with a message."""
+    if isinstance(exc, ConfigError):
+        return True
+    return isinstance(exc, USER_ERROR_TYPES) and _raised_in_package(exc.__traceback__)
+
+
+def _raised_in_package(tb: TracebackType | None) -> bool:
+    last = None
+    while tb is not None:
+        last, tb = tb, tb.tb_next
+    if last is None:
+        return False
+    return Path(last.tb_frame.f_code.co_filename).resolve().is_relative_to(PACKAGE_DIR)
+
+
+def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    raise Terminated(f"signal {signum}")
+
+
+def _on_sigterm(handler: Any) -> Any:
+    """Install `handler` for SIGTERM (main thread only, as Python allows); the old one back."""
+    if handler is None or threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, handler)
 
 
 def _debug() -> bool:

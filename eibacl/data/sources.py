@@ -98,9 +98,11 @@ def _read_cache(path: Path) -> ImageSet | None:
     if not path.is_file():
         return None
     try:
-        return ImageSet(**torch.load(path, weights_only=False))
-    except Exception:  # noqa: BLE001 - a broken cache is rebuilt, never fatal
-        log.warning("ignoring unreadable data cache %s", path)
+        # tensors and plain values only: the cache may be a folder other machines write to,
+        # and a full unpickle would run whatever code a crafted file carries
+        return ImageSet(**torch.load(path, weights_only=True))
+    except Exception as exc:  # noqa: BLE001 - a broken cache is rebuilt, never fatal
+        log.warning("ignoring unreadable or unsafe data cache %s (%s); rebuilding it", path, exc)
         return None
 
 

@@ -4,7 +4,7 @@ Used by `probe` (linear classifier on frozen SupCon features) and by `baseline`
 (the cross-entropy network's own head), so both report under the same metric names:
 
     val/accuracy, test/accuracy, test/accuracy/<class>,
-    ood/{near,far}/{knn,mahalanobis,msp,energy}/{auroc,fpr95,aupr_in},
+    ood/{near,far}/{knn,mahalanobis,msp,energy}/{auroc,fpr95,aupr_in,aupr_out},
     val/ood/near/{knn,mahalanobis,msp,energy}/auroc  (validation OOD: for selection only)
 
 In-distribution is the positive class; every score is "higher = more in-distribution".
@@ -126,7 +126,7 @@ def evaluate_encoder(
         )
         logits_fn: LogitsFn = probe.logits
         metrics["probe/weight_decay"] = probe.weight_decay
-        metrics["probe/lr"] = probe.lr
+        metrics["probe/C"] = probe.C
     else:
         head = head.cpu().eval()
 

@@ -1,9 +1,16 @@
-"""Threshold-free OOD detection metrics.
+"""Threshold-free OOD detection metrics: a thin wrapper around scikit-learn.
 
 Convention everywhere: a HIGHER score means MORE in-distribution, and the
-in-distribution (ID) set is the positive class. Ties are handled exactly
-(they count one half in AUROC, and are grouped in the precision-recall and
-ROC curves), so the numbers match scikit-learn's.
+in-distribution (ID) set is the positive class (AUPR-Out swaps the roles). Ties are
+grouped, as scikit-learn does; what this module adds is input checking that names the
+set, and FPR at a TPR read off the ROC curve.
+
+FPR95 here is the fraction of OOD images still accepted at the strictest threshold that
+keeps 95% of the ID images (Liu et al. 2020, Sun et al. 2022). OpenOOD v1.5 treats OOD
+as the positive class instead: its FPR@95 is the fraction of ID images rejected when 95%
+of the OOD images are caught, which differs whenever the two score distributions differ
+in shape; its AUPR is the trapezoidal area under the precision-recall curve, ours
+scikit-learn's step-wise average precision. AUROC is the same in both.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ import math
 
 import numpy as np
 from numpy.typing import ArrayLike
+from sklearn import metrics as skm
 
 
 def _as_scores(scores: ArrayLike, what: str) -> np.ndarray:
@@ -40,26 +48,22 @@ def _validate(
     return ind, ood
 
 
-def _average_ranks(x: np.ndarray) -> np.ndarray:
-    """1-based ranks, ties receiving the mean of the ranks they span."""
-    order = np.argsort(x, kind="mergesort")
-    xs = x[order]
-    is_new = np.r_[True, xs[1:] != xs[:-1]]
-    group = np.cumsum(is_new)  # 1-based group index, in sorted order
-    bounds = np.r_[np.flatnonzero(is_new), xs.size]  # group start positions + end
-    sorted_ranks = 0.5 * (bounds[group] + bounds[group - 1] + 1)
-    ranks = np.empty_like(sorted_ranks)
-    ranks[order] = sorted_ranks
-    return ranks
+def _labelled(ind: np.ndarray, ood: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(is_id, score) as scikit-learn takes them; +-inf (which it refuses) become finite
+    values just beyond the others, an order-preserving change that leaves every metric
+    as it is."""
+    score = np.r_[ind, ood]
+    finite = score[np.isfinite(score)]
+    if finite.size < score.size:
+        low, high = (finite.min(), finite.max()) if finite.size else (0.0, 0.0)
+        score = np.nan_to_num(score, posinf=high + 1.0, neginf=low - 1.0)
+    return np.r_[np.ones(ind.size), np.zeros(ood.size)], score
 
 
 def auroc(id_scores: ArrayLike, ood_scores: ArrayLike, *, name: str = "OOD") -> float:
-    """Area under the ROC curve, ID positive (Mann-Whitney U / (n_id * n_ood))."""
-    ind, ood = _validate(id_scores, ood_scores, name)
-    ranks = _average_ranks(np.concatenate([ind, ood]))
-    n_id, n_ood = ind.size, ood.size
-    u = ranks[:n_id].sum() - n_id * (n_id + 1) / 2.0
-    return float(u / (n_id * n_ood))
+    """Area under the ROC curve, ID positive (ties count one half)."""
+    is_id, score = _labelled(*_validate(id_scores, ood_scores, name))
+    return float(skm.roc_auc_score(is_id, score))
 
 
 def _smallest_count(n: int, tpr: float) -> int:
@@ -77,59 +81,48 @@ def fpr_at_tpr(
 ) -> float:
     """False-positive rate on OOD at the strictest threshold that keeps >= `tpr` of ID.
 
-    The threshold t is the largest value with mean(id_scores >= t) >= tpr; it is
-    always an ID score (the k-th largest, k = ceil(tpr * n_id)). The result is
-    mean(ood_scores >= t): the first ROC point reaching the TPR, not interpolated.
+    The first point of scikit-learn's ROC curve (ties grouped) whose ID count reaches
+    ceil(tpr * n_id): the threshold is an ID score, the result mean(ood_scores >= t),
+    not interpolated.
     """
     if not 0.0 < tpr <= 1.0:
         raise ValueError(f"tpr must be in (0, 1], got {tpr}")
     ind, ood = _validate(id_scores, ood_scores, name)
-    k = _smallest_count(ind.size, tpr)
-    threshold = np.sort(ind)[::-1][k - 1]
-    return float(np.mean(ood >= threshold))
+    fpr, true_rate = roc_curve(ind, ood, name=name)
+    id_counts = np.rint(true_rate * ind.size)  # exact counts, no float comparison of rates
+    first = int(np.argmax(id_counts >= _smallest_count(ind.size, tpr)))
+    return float(fpr[first])
 
 
 def aupr_in(id_scores: ArrayLike, ood_scores: ArrayLike, *, name: str = "OOD") -> float:
-    """Average precision with ID as the positive class (step-wise, as scikit-learn)."""
-    ind, ood = _validate(id_scores, ood_scores, name)
-    tp, fp = _cumulative_counts(ind, ood)
-    precision = tp / (tp + fp)
-    recall = tp / ind.size
-    recall_step = np.diff(np.r_[0.0, recall])
-    return float(np.sum(recall_step * precision))
+    """Average precision with ID as the positive class (high score = ID)."""
+    is_id, score = _labelled(*_validate(id_scores, ood_scores, name))
+    return float(skm.average_precision_score(is_id, score))
 
 
-def _cumulative_counts(ind: np.ndarray, ood: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """ID (true-positive) and OOD (false-positive) counts at each distinct threshold.
-
-    Thresholds run from the highest score down; a point is `score >= threshold`.
-    """
-    scores = np.concatenate([ind, ood])
-    is_id = np.r_[np.ones(ind.size), np.zeros(ood.size)]
-    order = np.argsort(-scores, kind="mergesort")
-    scores, is_id = scores[order], is_id[order]
-    last_of_group = np.r_[scores[1:] != scores[:-1], True]
-    tp = np.cumsum(is_id)[last_of_group]
-    fp = np.cumsum(1.0 - is_id)[last_of_group]
-    return tp, fp
+def aupr_out(id_scores: ArrayLike, ood_scores: ArrayLike, *, name: str = "OOD") -> float:
+    """Average precision with OOD as the positive class (low score = OOD)."""
+    is_id, score = _labelled(*_validate(id_scores, ood_scores, name))
+    return float(skm.average_precision_score(1 - is_id, -score))
 
 
 def roc_curve(
     id_scores: ArrayLike, ood_scores: ArrayLike, *, name: str = "OOD"
 ) -> tuple[np.ndarray, np.ndarray]:
     """ROC points (fpr, tpr), starting at (0, 0), one point per distinct score."""
-    ind, ood = _validate(id_scores, ood_scores, name)
-    tp, fp = _cumulative_counts(ind, ood)
-    return np.r_[0.0, fp / ood.size], np.r_[0.0, tp / ind.size]
+    is_id, score = _labelled(*_validate(id_scores, ood_scores, name))
+    fpr, tpr, _ = skm.roc_curve(is_id, score, drop_intermediate=False)
+    return fpr, tpr
 
 
 def ood_report(
     id_scores: ArrayLike, ood_scores: ArrayLike, *, name: str = "OOD"
 ) -> dict[str, float]:
-    """The three reported metrics: keys `auroc`, `fpr95`, `aupr_in`."""
+    """The reported metrics: keys `auroc`, `fpr95`, `aupr_in`, `aupr_out`."""
     ind, ood = _validate(id_scores, ood_scores, name)
     return {
         "auroc": auroc(ind, ood, name=name),
         "fpr95": fpr_at_tpr(ind, ood, 0.95, name=name),
         "aupr_in": aupr_in(ind, ood, name=name),
+        "aupr_out": aupr_out(ind, ood, name=name),
     }

@@ -40,16 +40,20 @@ def _np(x: ArrayLike) -> np.ndarray:
 
 
 def roc_figure(curves: Mapping[str, tuple[ArrayLike, ArrayLike]], title: str = "ROC") -> Figure:
-    """One ROC curve per scorer; each value is (id_scores, ood_scores), ID positive."""
+    """One ROC curve per scorer (scikit-learn's display); each value is (id_scores,
+    ood_scores), ID positive."""
+    from sklearn.metrics import RocCurveDisplay
+
     fig = new_figure(5.0, 5.0)
     ax = fig.add_subplot()
     for name, (ind, ood) in curves.items():
         fpr, tpr = roc_curve(_np(ind), _np(ood), name=name)
-        ax.plot(
-            fpr,
-            tpr,
-            drawstyle="steps-post",
-            label=f"{name} (AUROC {auroc(ind, ood, name=name):.3f})",
+        RocCurveDisplay(fpr=fpr, tpr=tpr).plot(
+            ax=ax,
+            curve_kwargs={
+                "drawstyle": "steps-post",
+                "label": f"{name} (AUROC {auroc(ind, ood, name=name):.3f})",
+            },
         )
     ax.plot([0, 1], [0, 1], linestyle=":", color="0.6", label="chance")
     ax.set(xlim=(0, 1), ylim=(0, 1.01), title=title, aspect="equal")
@@ -105,27 +109,23 @@ def confusion_matrix_figure(
     if normalize:
         rows = m.sum(axis=1, keepdims=True)
         m = np.divide(m, rows, out=np.zeros_like(m), where=rows > 0)
+    from sklearn.metrics import ConfusionMatrixDisplay
+
     fig = new_figure(1.0 + 0.5 * max(k, 6), 0.5 + 0.5 * max(k, 6))
     ax = fig.add_subplot()
-    image = ax.imshow(m, cmap="Blues", vmin=0.0, vmax=1.0 if normalize else None)
-    fig.colorbar(image, ax=ax, fraction=0.046)
-    ax.set_xticks(range(k), labels=class_names, rotation=45, ha="right", fontsize="small")
-    ax.set_yticks(range(k), labels=class_names, fontsize="small")
+    ConfusionMatrixDisplay(m, display_labels=list(class_names)).plot(
+        ax=ax,
+        cmap="Blues",
+        include_values=k <= 30,
+        values_format=".2f" if normalize else ".0f",
+        xticks_rotation=45,
+        im_kw={"vmin": 0.0, "vmax": 1.0 if normalize else None},
+        text_kw={"fontsize": "x-small"},
+    )
+    for label in ax.get_xticklabels():
+        label.set_horizontalalignment("right")
+    ax.tick_params(labelsize="small")
     ax.set(xlabel="predicted", ylabel="true", title=title)
-    if k <= 30:
-        threshold = 0.5 * (m.max() if m.size else 1.0)
-        for i in range(k):
-            for j in range(k):
-                text = f"{m[i, j]:.2f}" if normalize else f"{int(m[i, j])}"
-                ax.text(
-                    j,
-                    i,
-                    text,
-                    ha="center",
-                    va="center",
-                    fontsize="x-small",
-                    color="white" if m[i, j] > threshold else "black",
-                )
     return fig
 
 

@@ -254,15 +254,18 @@ class DDPMBackend:
             raise ValueError(f"labels must be in [0, {cfg.num_classes})")
         cfg.class_names = list(class_names)
 
+        from diffusers.training_utils import EMAModel
+
         train_sched, _ = _make_schedulers(cfg)
-        alphas_cumprod = train_sched.alphas_cumprod.to(self.device)
         data = _to_unit(images).to(self.device)
         targets = labels.to(self.device)
         n = data.shape[0]
         gen = torch.Generator(device="cpu").manual_seed(cfg.seed + 1)
         model = self.model
         model.train()
-        ema = [p.detach().clone() for p in model.parameters()]
+        # diffusers' EMA: the k-th update uses decay min(ema_decay, k / (9 + k)) (the first
+        # copies the weights), so short runs are usable; the saved/sampling weights are these.
+        ema = EMAModel(model.parameters(), decay=cfg.ema_decay)
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         budget_s = cfg.max_minutes * 60.0 if cfg.max_minutes else math.inf
         start = time.perf_counter()
@@ -291,8 +294,7 @@ class DDPMBackend:
                 noise = torch.randn(x0.shape, generator=gen).to(self.device)
                 t = torch.randint(0, cfg.num_train_timesteps, (batch_size,), generator=gen)
                 t = t.to(self.device)
-                ab = alphas_cumprod[t].view(-1, 1, 1, 1)
-                noisy = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
+                noisy = train_sched.add_noise(x0, noise, t)
                 with self._autocast():
                     pred = model(noisy, t, model.class_embedding(y))
                 loss = F.mse_loss(pred.float(), noise)
@@ -302,11 +304,7 @@ class DDPMBackend:
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
                 opt.step()
-                # EMA with warm-up (decay grows from 0.1 to ema_decay) so short runs are usable.
-                decay = min(cfg.ema_decay, (1 + step) / (10 + step))
-                with torch.no_grad():
-                    for e, p in zip(ema, model.parameters()):
-                        e.lerp_(p.detach(), 1.0 - decay)
+                ema.step(model.parameters())
                 self.loss_history.append(float(loss.item()))
                 bar.update(1)
                 if step % 10 == 0:
@@ -315,9 +313,7 @@ class DDPMBackend:
                     break
         finally:
             bar.close()
-            with torch.no_grad():
-                for e, p in zip(ema, model.parameters()):
-                    p.copy_(e)
+            ema.copy_to(model.parameters())
             model.eval()
         self.trained_steps = len(self.loss_history)
         self.train_seconds += time.perf_counter() - start

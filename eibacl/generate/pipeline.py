@@ -359,7 +359,9 @@ def generate(config: GenerateRunConfig, nested: bool = False) -> GenerateResult:
         with distributed.primary_first():  # rank 0 fills the data cache
             data = prepare_data(config)
         tracking.log_params(dataclasses.asdict(config))
-        tracking.set_tags({tracking.PARAMS_TAG: tracking.params_digest(dataclasses.asdict(config))})
+        digest = tracking.params_digest(dataclasses.asdict(config))
+        tracking.set_tags({tracking.PARAMS_TAG: digest})
+        tracking.end_stale_runs("generate", digest)  # an earlier one killed with -9
         from eibacl.train.runner import log_data
 
         log_data(data)

@@ -42,7 +42,7 @@ def baseline(
             head=result.network.classifier,
         )
         result.metrics |= evaluation.metrics
-        log_evaluation(evaluation, f"cross-entropy baseline {result.run_id}")
+        log_evaluation(evaluation, f"cross-entropy baseline {result.run_id}", result.model_uri)
         if config.register:
             tags = {
                 tracking.METHOD_TAG: "ce",

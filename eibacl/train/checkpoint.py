@@ -1,7 +1,13 @@
-"""Checkpoints that make an interrupted run resumable, bit for bit."""
+"""Checkpoints that make an interrupted run resumable, bit for bit.
+
+A checkpoint holds only tensors and plain values, and is read with
+`torch.load(weights_only=True)`: resume checkpoints come from a tracking server others can
+write to, and a full unpickle would run whatever code a crafted file carries.
+"""
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +15,10 @@ import torch
 
 CHECKPOINT_DIR = "checkpoints"
 CHECKPOINT_FILE = "last.pt"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read safely; the message says what to do instead."""
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> Path:
@@ -21,4 +31,11 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> Path:
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    return torch.load(path, map_location="cpu", weights_only=False)
+    """The checkpoint's state, refusing anything but tensors and plain containers."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(
+            f"resume: the checkpoint {path} holds objects other than tensors and plain values, "
+            "so it is not loaded (unpickling could run code); start a new run instead"
+        ) from exc

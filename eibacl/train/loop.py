@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import tempfile
 import time
@@ -22,6 +23,7 @@ from eibacl.train.batches import BatchSampler
 from eibacl.train.checkpoint import CHECKPOINT_DIR, CHECKPOINT_FILE, save_checkpoint
 from eibacl.train.device import autocast
 
+log = logging.getLogger(__name__)
 EpochCallback = Callable[[int, dict[str, float]], None]
 # CUDA speed flags (environment variables; no effect on CPU). Measured on an H200 with
 # bench/bench_scaling.py: bf16 autocast gains ~10% for the small ResNet at 32 px and is within
@@ -83,9 +85,11 @@ def train_epochs(
 ) -> LoopState:
     """Train `objective.network` for `optim.epochs` epochs, logging to the active MLflow run.
 
-    After every epoch the full state is checkpointed (atomically, and as the run's
-    artifact `checkpoints/last.pt`) *before* its metrics are logged, and steps already in
-    the run are never logged again, so a resumed run has no duplicated metric steps.
+    After every epoch the full state, that epoch's metrics included, is checkpointed
+    (atomically, and as the run's artifact `checkpoints/last.pt`) *before* the metrics are
+    logged. Resuming logs the checkpoint's metrics when the run lacks them (a kill between
+    the two), and steps already in the run are never logged again: a resumed run holds
+    every epoch's metrics exactly once.
 
     Under torchrun the network trains in DistributedDataParallel on each rank's slice of
     the global batches (see `eibacl.distributed`); only rank 0 validates (its metrics are
@@ -115,6 +119,17 @@ def train_epochs(
         augment_gen.set_state(resume["augment"])
         torch.set_rng_state(resume["torch_rng"])
         state.epoch = resume["epoch"]
+        state.metrics = dict(resume.get("metrics", {}))
+        if state.epoch not in state.logged_steps:
+            if state.metrics:
+                tracking.log_metrics(state.metrics, step=state.epoch)
+                state.logged_steps.add(state.epoch)
+            elif distributed.is_primary():
+                log.warning(
+                    "resume: epoch %d's metrics are neither in the run nor in its (older) "
+                    "checkpoint; that step stays missing",
+                    state.epoch,
+                )
     ddp = distributed.wrap(network, device)
     if ddp is not None:
         objective.ddp = ddp
@@ -176,6 +191,7 @@ def train_epochs(
                     "sampler": sampler.state(),
                     "augment": augment_gen.get_state(),
                     "torch_rng": torch.get_rng_state(),
+                    "metrics": metrics,
                     **(extra_state or {}),
                 },
             )

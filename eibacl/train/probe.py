@@ -102,7 +102,7 @@ def probe(config: ProbeConfig, nested: bool = False) -> ProbeResult:
         evaluation.metrics["val/knn_accuracy"] = knn_validation(
             encoder, data.train_x, data.train_y, data.val_x, data.val_y, device
         )
-        log_evaluation(evaluation, f"{method} probe of run {source_run_id}")
+        log_evaluation(evaluation, f"{method} probe of run {source_run_id}", model_uri)
         registration = None
         if config.register:
             registration = register_encoder(model_uri, evaluation.metrics, tags)
@@ -115,10 +115,11 @@ def probe(config: ProbeConfig, nested: bool = False) -> ProbeResult:
         return ProbeResult(run.info.run_id, evaluation, registration)
 
 
-def log_evaluation(evaluation: Evaluation, title: str) -> None:
+def log_evaluation(evaluation: Evaluation, title: str, model_uri: str = "") -> None:
+    """Metrics (linked to the logged encoder at `model_uri`), figures and the summary."""
     from eibacl.evaluate.evaluation import summary_markdown
 
-    tracking.log_metrics(evaluation.metrics)
+    tracking.log_metrics(evaluation.metrics, model_uri=model_uri)
     for path, figure in evaluation.figures.items():
         tracking.log_figure(figure, path)
     tracking.log_dict(evaluation.summary, "summary.json")

@@ -140,10 +140,20 @@ def _referenced_set(reference: str) -> Path:
                 f"synthetic_set={reference} is incomplete: run the same generate again to finish"
             )
         return path
-    run = tracking.get_run(reference)
+    try:
+        run = tracking.get_run(reference)
+    except ValueError:
+        raise ConfigError(
+            f"synthetic_set={reference!r} is neither a set folder nor a run id of this "
+            "tracking store: give a generate run's id (see the MLflow UI) or a set folder, "
+            "or leave it empty to make or reuse one from the settings"
+        ) from None
     folder = run.data.tags.get("eibacl.synthetic_set_dir")
     if not folder:
-        raise ConfigError(f"run {reference} is not a generate run (no synthetic set recorded)")
+        raise ConfigError(
+            f"synthetic_set={reference}: that run is not a generate run (no synthetic set "
+            "recorded); give a generate run's id or a set folder"
+        )
     if not is_complete(Path(folder)):
         raise ConfigError(
             f"the synthetic set of run {reference} ({folder}) is missing or incomplete on this "

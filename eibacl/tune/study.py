@@ -28,7 +28,7 @@ import os
 import random
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +36,7 @@ from typing import Any
 import mlflow
 import optuna
 from mlflow.tracking import MlflowClient
+from optuna.distributions import BaseDistribution
 from optuna.samplers import TPESampler
 from optuna.trial import FrozenTrial, TrialState
 
@@ -77,21 +78,62 @@ class TuneResult:
     registration: Registration | None
 
 
-class TrialSeededTPESampler(TPESampler):
+class TrialSeededTPESampler(optuna.samplers.BaseSampler):
     """TPE whose random draws for trial n depend only on (seed, n): one process repeats a
-    study exactly, and workers sharing a study with the same seed draw different trials."""
+    study exactly, and workers sharing a study with the same seed draw different trials.
+
+    Each trial gets its own `TPESampler(seed=f(seed, n))` through Optuna's public API; TPE
+    keeps no state between trials but its random generator (it reads the history from the
+    study), so this is TPE with a per-trial seed.
+    """
 
     def __init__(self, seed: int, **kwargs: Any) -> None:
-        super().__init__(seed=seed, **kwargs)
         self._base_seed = seed
+        self._kwargs = kwargs
+        self._per_trial: dict[int, TPESampler] = {}
+
+    def _for(self, trial: FrozenTrial) -> TPESampler:
+        sampler = self._per_trial.get(trial.number)
+        if sampler is None:
+            seed = (self._base_seed * 1_000_003 + trial.number) % 2**32
+            sampler = self._per_trial[trial.number] = TPESampler(seed=seed, **self._kwargs)
+        return sampler
 
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        trial_seed = (self._base_seed * 1_000_003 + trial.number) % 2**32
-        for owner in (self, getattr(self, "_random_sampler", None)):
-            state = getattr(owner, "_rng", None)
-            if state is not None and hasattr(state, "rng"):
-                state.rng.seed(trial_seed)
-        super().before_trial(study, trial)
+        self._for(trial).before_trial(study, trial)
+
+    def infer_relative_search_space(
+        self, study: optuna.Study, trial: FrozenTrial
+    ) -> dict[str, BaseDistribution]:
+        return self._for(trial).infer_relative_search_space(study, trial)
+
+    def sample_relative(
+        self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
+        return self._for(trial).sample_relative(study, trial, search_space)
+
+    def sample_independent(
+        self,
+        study: optuna.Study,
+        trial: FrozenTrial,
+        param_name: str,
+        param_distribution: BaseDistribution,
+    ) -> Any:
+        return self._for(trial).sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(
+        self,
+        study: optuna.Study,
+        trial: FrozenTrial,
+        state: optuna.trial.TrialState,
+        values: Sequence[float] | None,
+    ) -> None:
+        sampler = self._for(trial)
+        del self._per_trial[trial.number]  # finished: its generator is not needed again
+        sampler.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        """Nothing to reseed: every trial's generator is made from (seed, trial number)."""
 
 
 def display_url(url: str) -> str:

@@ -1,14 +1,12 @@
-import time
-
 import numpy as np
 import pytest
 import torch
-from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, recall_score
 from sklearn.metrics import confusion_matrix as sk_confusion_matrix
 from sklearn.preprocessing import StandardScaler
 
 from eibacl.evaluate.linear_probe import (
+    C_GRID,
     LinearProbe,
     accuracy,
     confusion_matrix,
@@ -27,79 +25,101 @@ def _blobs(
     return x.astype(np.float32), y
 
 
-def test_separable_blobs_reach_high_accuracy_fast() -> None:
+def test_separable_blobs_reach_high_accuracy() -> None:
     x, y = _blobs(70, 10, 128, 1.0, seed=1)
     xv, yv = _blobs(20, 10, 128, 1.0, seed=2)
     xt, yt = _blobs(30, 10, 128, 1.0, seed=3)
-    start = time.perf_counter()
     probe = train_linear_probe(x, y, xv, yv, 10)
-    elapsed = time.perf_counter() - start
     assert isinstance(probe, LinearProbe)
-    assert elapsed < 5.0, f"probe took {elapsed:.1f} s on 700x128"
     assert accuracy(probe.predict(xt), yt) >= 0.97
     assert probe.logits(xt).shape == (300, 10)
     assert probe.logits(xt).dtype == torch.float32
     assert probe.predict(torch.from_numpy(xt)).dtype == torch.int64
-    assert len(probe.grid) == 2 * 5  # default lrs x weight decays
+    assert [row["C"] for row in probe.grid] == list(C_GRID)
+    assert probe.weight_decay == pytest.approx(1.0 / (probe.C * len(y)))
 
 
 def test_reported_val_accuracy_is_the_accuracy_on_val() -> None:
     x, y = _blobs(40, 4, 16, 2.5, seed=4)
     xv, yv = _blobs(40, 4, 16, 2.5, seed=5)
-    probe = train_linear_probe(x, y, xv, yv, 4, epochs=30)
+    probe = train_linear_probe(x, y, xv, yv, 4)
     assert 0.4 < probe.val_accuracy < 1.0  # a non-trivial case
     assert probe.val_accuracy == accuracy(probe.predict(xv), yv)
     best = max(probe.grid, key=lambda r: (r["val_accuracy"], -r["val_loss"]))
-    assert (probe.lr, probe.weight_decay) == (best["lr"], best["weight_decay"])
+    assert probe.C == best["C"]
 
 
 def test_choice_is_made_on_validation_labels() -> None:
-    # Two configs that predict differently on val; whichever one the val labels
+    # Two penalties that predict differently on val; whichever one the val labels
     # agree with must be chosen. Training never sees the val labels.
     x, y = _blobs(15, 3, 64, 3.0, seed=6)
     xv, _ = _blobs(30, 3, 64, 3.0, seed=7)
     dummy = np.zeros(len(xv), dtype=np.int64)
-    kwargs = dict(epochs=30, lrs=(0.1,))
-    weak = train_linear_probe(x, y, xv, dummy, 3, weight_decays=(10.0,), **kwargs)
-    free = train_linear_probe(x, y, xv, dummy, 3, weight_decays=(0.0,), **kwargs)
-    p_weak, p_free = weak.predict(xv), free.predict(xv)
-    assert (p_weak != p_free).any()
-    for target, wd in ((p_weak, 10.0), (p_free, 0.0)):
-        probe = train_linear_probe(x, y, xv, target, 3, weight_decays=(0.0, 10.0), **kwargs)
-        assert probe.weight_decay == wd
+    strong = train_linear_probe(x, y, xv, dummy, 3, cs=(1e-4,))
+    free = train_linear_probe(x, y, xv, dummy, 3, cs=(1e3,))
+    p_strong, p_free = strong.predict(xv), free.predict(xv)
+    assert (p_strong != p_free).any()
+    for target, c in ((p_strong, 1e-4), (p_free, 1e3)):
+        probe = train_linear_probe(x, y, xv, target, 3, cs=(1e-4, 1e3))
+        assert probe.C == c
         assert probe.val_accuracy == 1.0
 
 
-def test_matches_sklearn_logistic_regression_optimum() -> None:
+def _reference_optimum(x: np.ndarray, y: np.ndarray, k: int, c: float) -> np.ndarray:
+    """The same objective written out and minimised with scipy, independent of
+    scikit-learn: C * sum CE + 1/2 ||W||^2, bias not penalised."""
+    from scipy.optimize import minimize
+
+    n, d = x.shape
+    x1 = np.c_[x, np.ones(n)]
+    onehot = np.eye(k)[y]
+
+    def objective(flat: np.ndarray) -> tuple[float, np.ndarray]:
+        w = flat.reshape(d + 1, k)
+        z = x1 @ w
+        z -= z.max(axis=1, keepdims=True)
+        p = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+        loss = -c * np.sum(onehot * np.log(p)) + 0.5 * np.sum(w[:-1] ** 2)
+        grad = c * x1.T @ (p - onehot)
+        grad[:-1] += w[:-1]
+        return loss, grad.ravel()
+
+    result = minimize(objective, np.zeros((d + 1) * k), jac=True, method="L-BFGS-B", tol=1e-12)
+    return result.x.reshape(d + 1, k)
+
+
+def test_matches_the_penalised_optimum() -> None:
     x, y = _blobs(50, 5, 20, 2.0, seed=8)
     xv, yv = _blobs(50, 5, 20, 2.0, seed=9)
-    wd = 1e-2
-    probe = train_linear_probe(x, y, xv, yv, 5, epochs=300, lrs=(0.05,), weight_decays=(wd,))
+    probe = train_linear_probe(x, y, xv, yv, 5, cs=(0.5,))
     scaler = StandardScaler().fit(x)
-    ref = LogisticRegression(C=1.0 / (wd * len(x)), max_iter=10_000, tol=1e-8)
-    ref.fit(scaler.transform(x), y)
-    ref_pred = ref.predict(scaler.transform(xv))
-    assert np.mean(probe.predict(xv).numpy() == ref_pred) >= 0.97
-    ref_probs = ref.predict_proba(scaler.transform(xv))
+    w = _reference_optimum(scaler.transform(x), y, 5, 0.5)
+    z = np.c_[scaler.transform(xv), np.ones(len(xv))] @ w
+    ref = np.exp(z - z.max(1, keepdims=True))
+    ref /= ref.sum(1, keepdims=True)
     probs = torch.softmax(probe.logits(xv), dim=1).numpy()
-    np.testing.assert_allclose(probs, ref_probs, atol=0.03)
+    np.testing.assert_allclose(probs, ref, atol=2e-3)
 
 
-def test_deterministic_given_seed() -> None:
+def test_the_same_probe_for_every_seed() -> None:
     x, y = _blobs(30, 3, 8, 2.0, seed=10)
     xv, yv = _blobs(10, 3, 8, 2.0, seed=11)
-    a = train_linear_probe(x, y, xv, yv, 3, epochs=20, batch_size=32, seed=3)
-    b = train_linear_probe(x, y, xv, yv, 3, epochs=20, batch_size=32, seed=3)
-    c = train_linear_probe(x, y, xv, yv, 3, epochs=20, batch_size=32, seed=4)
+    a = train_linear_probe(x, y, xv, yv, 3, seed=3)
+    b = train_linear_probe(x, y, xv, yv, 3, seed=4)
     assert torch.equal(a.linear.weight, b.linear.weight)
-    assert not torch.equal(a.linear.weight, c.linear.weight)  # minibatch order differs
 
 
-def test_restores_thread_count() -> None:
-    x, y = _blobs(10, 2, 4, 1.0, seed=12)
-    before = torch.get_num_threads()
-    train_linear_probe(x, y, x, y, 2, epochs=2)
-    assert torch.get_num_threads() == before
+def test_two_classes_and_a_class_without_training_images() -> None:
+    x, y = _blobs(20, 2, 6, 0.5, seed=12)
+    probe = train_linear_probe(x, y, x, y, 2)
+    assert probe.val_accuracy == 1.0 and probe.logits(x).shape == (40, 2)
+    # class 2 exists (e.g. in validation) but has no training image: never predicted
+    x3, y3 = _blobs(20, 3, 6, 0.5, seed=13)
+    keep = y3 < 2
+    probe = train_linear_probe(x3[keep], y3[keep], x3, y3, 3)
+    assert probe.logits(x3).shape == (60, 3)
+    assert (probe.predict(x3) != 2).all()
+    assert probe.val_accuracy == pytest.approx(2 / 3)
 
 
 def test_rejects_bad_labels_and_empty_val() -> None:
@@ -139,7 +159,8 @@ def test_metrics_hand_case() -> None:
 def test_cuda_probe_matches_cpu_choice() -> None:
     x, y = _blobs(40, 4, 16, 1.0, seed=15)
     xv, yv = _blobs(20, 4, 16, 1.0, seed=16)
-    gpu = train_linear_probe(x, y, xv, yv, 4, epochs=20, device="cuda")
-    cpu = train_linear_probe(x, y, xv, yv, 4, epochs=20)
+    gpu = train_linear_probe(x, y, xv, yv, 4, device="cuda")
+    cpu = train_linear_probe(x, y, xv, yv, 4)
+    assert gpu.linear.weight.device.type == "cuda"
     assert gpu.predict(xv).device.type == "cpu"
     assert gpu.val_accuracy == pytest.approx(cpu.val_accuracy, abs=0.03)

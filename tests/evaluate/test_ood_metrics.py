@@ -1,9 +1,14 @@
 import numpy as np
 import pytest
-from sklearn.metrics import average_precision_score, roc_auc_score
-from sklearn.metrics import roc_curve as sk_roc_curve
 
-from eibacl.evaluate.ood_metrics import aupr_in, auroc, fpr_at_tpr, ood_report, roc_curve
+from eibacl.evaluate.ood_metrics import (
+    aupr_in,
+    aupr_out,
+    auroc,
+    fpr_at_tpr,
+    ood_report,
+    roc_curve,
+)
 
 
 def _labelled(ind: np.ndarray, ood: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -20,40 +25,78 @@ def _random_sets(seed: int, ties: bool) -> tuple[np.ndarray, np.ndarray]:
     return ind, ood
 
 
-@pytest.mark.parametrize("seed", range(20))
-@pytest.mark.parametrize("ties", [False, True])
-def test_auroc_matches_sklearn(seed: int, ties: bool) -> None:
-    ind, ood = _random_sets(seed, ties)
-    y, s = _labelled(ind, ood)
-    assert auroc(ind, ood) == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+# The wrapper against brute-force references written from the definitions (every pair,
+# every threshold), independent of scikit-learn, which the wrapper calls.
+
+
+def _pairwise_auroc(ind: np.ndarray, ood: np.ndarray) -> float:
+    diff = ind[:, None] - ood[None, :]
+    return float(np.mean((diff > 0) + 0.5 * (diff == 0)))
+
+
+def _thresholds(ind: np.ndarray, ood: np.ndarray) -> np.ndarray:
+    return np.unique(np.r_[ind, ood])[::-1]  # every distinct score, highest first
+
+
+def _average_precision(pos: np.ndarray, neg: np.ndarray) -> float:
+    """sum over thresholds of (recall step) x precision, 'accepted' meaning score >= t."""
+    total, last_recall = 0.0, 0.0
+    for t in _thresholds(pos, neg):
+        tp, fp = np.sum(pos >= t), np.sum(neg >= t)
+        recall = tp / pos.size
+        total += (recall - last_recall) * tp / (tp + fp)
+        last_recall = recall
+    return total
+
+
+def _first_fpr(ind: np.ndarray, ood: np.ndarray, tpr: float) -> float:
+    for t in _thresholds(ind, ood):
+        if np.sum(ind >= t) >= tpr * ind.size - 1e-9:
+            return float(np.mean(ood >= t))
+    raise AssertionError("unreachable")
 
 
 @pytest.mark.parametrize("seed", range(20))
 @pytest.mark.parametrize("ties", [False, True])
-def test_aupr_in_matches_sklearn(seed: int, ties: bool) -> None:
+def test_auroc_matches_every_pair(seed: int, ties: bool) -> None:
     ind, ood = _random_sets(seed, ties)
-    y, s = _labelled(ind, ood)
-    assert aupr_in(ind, ood) == pytest.approx(average_precision_score(y, s), abs=1e-12)
+    assert auroc(ind, ood) == pytest.approx(_pairwise_auroc(ind, ood), abs=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(20))
+@pytest.mark.parametrize("ties", [False, True])
+def test_aupr_in_and_out_match_the_definition(seed: int, ties: bool) -> None:
+    ind, ood = _random_sets(seed, ties)
+    assert aupr_in(ind, ood) == pytest.approx(_average_precision(ind, ood), abs=1e-12)
+    assert aupr_out(ind, ood) == pytest.approx(_average_precision(-ood, -ind), abs=1e-12)
 
 
 @pytest.mark.parametrize("seed", range(20))
 @pytest.mark.parametrize("ties", [False, True])
 @pytest.mark.parametrize("tpr", [0.95, 0.8, 0.5, 1.0])
-def test_fpr_matches_first_sklearn_roc_point(seed: int, ties: bool, tpr: float) -> None:
+def test_fpr_is_the_first_threshold_reaching_the_tpr(seed: int, ties: bool, tpr: float) -> None:
     ind, ood = _random_sets(seed, ties)
-    y, s = _labelled(ind, ood)
-    fpr_sk, tpr_sk, _ = sk_roc_curve(y, s, drop_intermediate=False)
-    expected = fpr_sk[np.argmax(tpr_sk >= tpr - 1e-12)]
-    assert fpr_at_tpr(ind, ood, tpr) == pytest.approx(expected, abs=1e-12)
+    assert fpr_at_tpr(ind, ood, tpr) == pytest.approx(_first_fpr(ind, ood, tpr), abs=1e-12)
 
 
-def test_roc_curve_matches_sklearn() -> None:
+def test_roc_curve_has_one_point_per_distinct_score() -> None:
     ind, ood = _random_sets(3, ties=True)
-    y, s = _labelled(ind, ood)
-    fpr_sk, tpr_sk, _ = sk_roc_curve(y, s, drop_intermediate=False)
+    thresholds = _thresholds(ind, ood)
     fpr, tpr = roc_curve(ind, ood)
-    np.testing.assert_allclose(fpr, fpr_sk)
-    np.testing.assert_allclose(tpr, tpr_sk)
+    np.testing.assert_allclose(fpr, np.r_[0.0, [np.mean(ood >= t) for t in thresholds]])
+    np.testing.assert_allclose(tpr, np.r_[0.0, [np.mean(ind >= t) for t in thresholds]])
+
+
+def test_infinite_scores_keep_their_order() -> None:
+    ind, ood = np.array([np.inf, 2.0, 1.0]), np.array([-np.inf, 1.0, 3.0])
+    assert auroc(ind, ood) == pytest.approx(_pairwise_auroc(ind, ood))
+    assert aupr_out(ind, ood) == pytest.approx(_average_precision(-ood, -ind))
+
+
+def test_hand_made_aupr_out() -> None:
+    # OOD positive, low score = OOD: thresholds on -score: OOD 1 (P=1, R=1/2), then ID 2
+    # (P=1/2), then OOD 3 (P=2/3, R=1): AP = 1/2 * 1 + 1/2 * 2/3 = 5/6.
+    assert aupr_out([2.0], [1.0, 3.0]) == pytest.approx(5 / 6)
 
 
 def test_fpr95_hand_made_case() -> None:
@@ -81,10 +124,11 @@ def test_hand_made_auroc_and_aupr() -> None:
 def test_ood_report_keys_and_values() -> None:
     ind, ood = _random_sets(7, ties=False)
     report = ood_report(ind, ood)
-    assert list(report) == ["auroc", "fpr95", "aupr_in"]
+    assert list(report) == ["auroc", "fpr95", "aupr_in", "aupr_out"]
     assert report["auroc"] == auroc(ind, ood)
     assert report["fpr95"] == fpr_at_tpr(ind, ood, 0.95)
     assert report["aupr_in"] == aupr_in(ind, ood)
+    assert report["aupr_out"] == aupr_out(ind, ood)
     assert all(isinstance(v, float) for v in report.values())
 
 
@@ -93,19 +137,19 @@ def test_accepts_torch_tensors() -> None:
     assert auroc(torch.tensor([2.0, 4.0]), torch.tensor([1.0, 2.0, 3.0])) == pytest.approx(0.75)
 
 
-@pytest.mark.parametrize("fn", [auroc, fpr_at_tpr, aupr_in, ood_report])
+@pytest.mark.parametrize("fn", [auroc, fpr_at_tpr, aupr_in, aupr_out, ood_report])
 def test_empty_ood_set_is_named(fn) -> None:  # noqa: ANN001
     with pytest.raises(ValueError, match="near-OOD set is empty"):
         fn(np.ones(5), np.array([]), name="near-OOD")
 
 
-@pytest.mark.parametrize("fn", [auroc, fpr_at_tpr, aupr_in, ood_report])
+@pytest.mark.parametrize("fn", [auroc, fpr_at_tpr, aupr_in, aupr_out, ood_report])
 def test_empty_id_set_is_named(fn) -> None:  # noqa: ANN001
     with pytest.raises(ValueError, match=r"in-distribution \(vs far-OOD\) set is empty"):
         fn(np.array([]), np.ones(5), name="far-OOD")
 
 
-@pytest.mark.parametrize("fn", [auroc, fpr_at_tpr, aupr_in, ood_report])
+@pytest.mark.parametrize("fn", [auroc, fpr_at_tpr, aupr_in, aupr_out, ood_report])
 def test_nan_is_rejected(fn) -> None:  # noqa: ANN001
     with pytest.raises(ValueError, match="far-OOD scores contain 1 NaN"):
         fn(np.ones(5), np.array([0.0, np.nan]), name="far-OOD")

@@ -66,6 +66,31 @@ def test_fit_stops_at_the_time_budget():
     assert 0 < backend.trained_steps < 1000
 
 
+def test_sampling_weights_are_the_documented_ema(monkeypatch):
+    """After k updates the average moves by (1 - d_k), d_k = min(ema_decay, k / (9 + k)),
+    starting from the first trained weights: recomputed here from every step's weights."""
+    images, labels = _toy_data()
+    backend = DDPMBackend(16, 1, 2, train_steps=5, ema_decay=0.5, **TINY)
+    params = list(backend.model.parameters())
+    snapshots = []
+    real_step = torch.optim.AdamW.step
+
+    def recording_step(self, *args, **kwargs):
+        out = real_step(self, *args, **kwargs)
+        snapshots.append([p.detach().clone() for p in params])
+        return out
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", recording_step)
+    backend.fit(images, labels, ["dark", "bright"], progress=False)
+    assert len(snapshots) == 5
+    expected = snapshots[0]
+    for k, weights in enumerate(snapshots[1:], start=2):
+        d = min(0.5, k / (9 + k))
+        expected = [d * e + (1 - d) * w for e, w in zip(expected, weights, strict=True)]
+    for got, want in zip(params, expected, strict=True):
+        torch.testing.assert_close(got, want)
+
+
 def test_img2img_shape_dtype_and_per_seed_determinism(trained):
     images, _ = _toy_data()
     batch = images[[0, 20, 5]]

@@ -19,7 +19,7 @@ from eibacl.train.probe import probe
 
 SCORERS = ("knn", "mahalanobis", "msp", "energy")
 OOD_SETS = ("near", "far")
-OOD_METRICS = ("auroc", "fpr95", "aupr_in")
+OOD_METRICS = ("auroc", "fpr95", "aupr_in", "aupr_out")
 PLOTS = (
     "plots/confusion_matrix.png",
     "plots/roc_near.png",
@@ -58,6 +58,16 @@ def test_metrics_have_the_documented_names_and_lie_in_unit_interval(probe_run):
     per_class = [k for k in metrics if k.startswith("test/accuracy/")]
     assert len(per_class) == 7  # one per in-distribution class
     assert "test/accuracy/T-shirt_top" in metrics  # '/' in a class name is made metric-safe
+
+
+def test_evaluation_metrics_are_linked_to_the_logged_encoder(probe_run):
+    """MLflow 3: the encoder's logged model carries the probe's metrics (Models tab)."""
+    uri = probe_run.data.tags["eibacl.encoder_uri"]
+    assert uri.startswith("models:/m-")
+    model = mlflow.get_logged_model(tracking.model_id_of(uri))
+    linked = {m.key: m.value for m in model.metrics if m.run_id == probe_run.info.run_id}
+    assert linked["val/accuracy"] == probe_run.data.metrics["val/accuracy"]
+    assert "ood/near/knn/aupr_out" in linked
 
 
 def test_plots_and_summaries_are_logged(probe_run, tiny_probe):

@@ -70,3 +70,57 @@ def test_resuming_a_run_without_checkpoint_is_a_clear_error(tiny_pretrain_config
         pass
     with pytest.raises(ValueError, match="no checkpoint"):
         pretrain(replace(tiny_pretrain_config, resume=run.info.run_id))
+
+
+KILL_AFTER_CHECKPOINT = """
+import dataclasses, json, os, signal, sys
+from eibacl import tracking
+from eibacl.config import PretrainConfig
+from eibacl.train import loop
+from eibacl.train.pretrain import pretrain
+
+kill_at = int(sys.argv[2])
+logged = []
+real_log_artifact = tracking.log_artifact
+
+def log_artifact(path, artifact_path=None):
+    real_log_artifact(path, artifact_path)
+    if artifact_path == loop.CHECKPOINT_DIR:
+        logged.append(path)
+        if len(logged) == kill_at:  # epoch `kill_at` checkpointed, its metrics not logged
+            os.kill(os.getpid(), signal.SIGKILL)
+
+loop.tracking.log_artifact = log_artifact
+pretrain(PretrainConfig(**json.loads(sys.argv[1])))
+"""
+
+
+def test_a_kill_between_checkpoint_and_metrics_loses_no_step(
+    tiny_pretrain_config, fresh_experiment
+):
+    """kill -9 right after epoch 2's checkpoint reached the artifacts: the resumed run
+    still holds every epoch's metrics exactly once."""
+    import dataclasses
+    import json
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    config = replace(tiny_pretrain_config, epochs=3)
+    child = subprocess.run(
+        [sys.executable, "-c", KILL_AFTER_CHECKPOINT, json.dumps(dataclasses.asdict(config)), "2"],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert child.returncode == -signal.SIGKILL, child.stderr[-2000:]
+    (killed,) = tracking.find_runs("attributes.status = 'RUNNING'")
+    run_id = killed.info.run_id
+    assert [s for s, _ in _history(run_id, "train/loss")] == [1]  # epoch 2 not logged
+
+    pretrain(replace(tiny_pretrain_config, resume=run_id))
+    assert MlflowClient().get_run(run_id).info.status == "FINISHED"
+    for key in ("train/loss", "train/lr", "train/images_per_s", "val/knn_accuracy"):
+        assert [s for s, _ in _history(run_id, key)] == [1, 2, 3], key
