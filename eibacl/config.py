@@ -44,6 +44,11 @@ class DataConfig:
     image_size: int = param(32, "Side length in pixels images are resized to.")
     split_seed: int = param(0, "Seed of the class and image split (same split across seeds).")
     skip_corrupt: bool = param(False, "Skip unreadable images (counted) instead of failing.")
+    masks: str = param(
+        "auto",
+        "Object masks of folder data (masks/<class>/...): auto (use where present; images "
+        "without one are used whole and counted), required (a missing mask is an error), off.",
+    )
 
     def validate(self) -> None:
         _require(self.shots >= 1, "shots", self.shots, "use shots >= 1")
@@ -51,6 +56,12 @@ class DataConfig:
         _require(self.test_per_class >= 0, "test_per_class", self.test_per_class, "use >= 0")
         _require(0 < self.test_fraction < 1, "test_fraction", self.test_fraction, "use 0..1")
         _require(8 <= self.image_size <= 1024, "image_size", self.image_size, "use 8..1024 pixels")
+        _require(
+            self.masks in ("auto", "required", "off"),
+            "masks",
+            self.masks,
+            "use auto, required or off",
+        )
 
 
 @dataclass
@@ -185,9 +196,22 @@ class EvalConfig:
         "Few-shot training sets want a small k: chosen on validation near-OOD AUROC.",
     )
     register: bool = param(True, "Register the probed encoder and move 'champion' when it wins.")
+    far_ood: str = param(
+        "auto",
+        "Far-OOD test set: auto (mnist for fashion-mnist, none for folder data), mnist, "
+        "folder:<path> (any tree of images that are none of the classes) or none "
+        "(no ood/far/* metrics).",
+    )
 
     def validate(self) -> None:
         _require(self.knn_k >= 1, "knn_k", self.knn_k, "use knn_k >= 1")
+        _require(
+            self.far_ood in ("auto", "mnist", "none")
+            or (self.far_ood.startswith("folder:") and len(self.far_ood) > len("folder:")),
+            "far_ood",
+            self.far_ood,
+            "use auto, mnist, none or folder:<path to images>",
+        )
 
 
 def strength_list(text: str) -> list[float]:
