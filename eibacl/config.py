@@ -73,8 +73,26 @@ class ModelConfig:
     )
     width: int = param(32, "Base width of resnet-small (channels of its first stage).")
     projection_dim: int = param(128, "Output dimension of the projection head.")
+    pretrained: str = param(
+        "none",
+        "Backbone weights: none (random) or imagenet (torchvision's ImageNet weights for "
+        "resnet18/34/50, from its cache TORCH_HOME/hub/checkpoints; ImageNet normalisation).",
+    )
 
     def validate(self) -> None:
+        _require(
+            self.pretrained in ("none", "imagenet"),
+            "pretrained",
+            self.pretrained,
+            "use none or imagenet",
+        )
+        _require(
+            self.pretrained == "none" or self.encoder in ("resnet18", "resnet34", "resnet50"),
+            "pretrained",
+            self.pretrained,
+            f"encoder={self.encoder!r} has no pretrained weights: use encoder=resnet18, "
+            "resnet34 or resnet50, or pretrained=none",
+        )
         _require(self.width >= 4, "width", self.width, "use width >= 4")
         _require(self.projection_dim >= 2, "projection_dim", self.projection_dim, "use >= 2")
 

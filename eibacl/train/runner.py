@@ -79,7 +79,11 @@ def run_training(
         device = distributed.local_device(resolve_device(config.device))
         seed_everything(config.seed)
         encoder = build_encoder(
-            config.encoder, data.imageset.channels, config.width, data.imageset.image_size
+            config.encoder,
+            data.imageset.channels,
+            config.width,
+            data.imageset.image_size,
+            getattr(config, "pretrained", "none"),
         )
         objective = make_objective(config, data, encoder)
         sampler = make_sampler(config, data, pool)
