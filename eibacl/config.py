@@ -151,6 +151,12 @@ class GenerateConfig:
         0, "Seed of generator training and of every variant (independent of the training seed)."
     )
     use_masks: bool = param(True, "Inpaint the object region when the data has masks (SD).")
+    generator_size: int = param(
+        32,
+        "Side in pixels the embedded ddpm works at: images are resized down to it, variants "
+        "back up to image_size with the source's fine detail (0 = image_size; the cost grows "
+        "with its square).",
+    )
 
     def validate(self) -> None:
         _require(
@@ -164,6 +170,12 @@ class GenerateConfig:
         _require(self.guidance_scale >= 0, "guidance_scale", self.guidance_scale, "use >= 0")
         _require(self.generator_steps >= 1, "generator_steps", self.generator_steps, "use >= 1")
         _require(self.inference_steps >= 1, "inference_steps", self.inference_steps, "use >= 1")
+        _require(
+            self.generator_size == 0 or (self.generator_size >= 8 and self.generator_size % 4 == 0),
+            "generator_size",
+            self.generator_size,
+            "use 0 (= image_size) or a multiple of 4 from 8, e.g. 32",
+        )
         for value in strength_list(self.strength):
             _require(0 < value <= 1, "strength", self.strength, "each value must be in (0, 1]")
 
