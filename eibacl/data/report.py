@@ -37,6 +37,13 @@ def report(imageset: ImageSet) -> dict[str, Any]:
     }
 
 
+def needs_attention(imageset: ImageSet) -> bool:
+    """Skipped images, or masks on some images only (a background cue): a warning; a folder
+    without any masks, or masks=off, is said as information."""
+    partly = 0 < len(imageset.unmasked) < len(imageset)
+    return bool(imageset.skipped) or (imageset.masks == "auto" and partly)
+
+
 def report_line(imageset: ImageSet) -> str:
     """One line for the start of a run; '' when nothing was skipped or used unmasked."""
     parts = []
@@ -46,7 +53,9 @@ def report_line(imageset: ImageSet) -> str:
             f"{len(imageset.skipped)} of {total} images skipped as unreadable or missing "
             "(skip_corrupt=true)"
         )
-    if has_masks(imageset) and imageset.unmasked:
+    if imageset.masks == "off":
+        parts.append("masks=off: every image is used whole")
+    elif has_masks(imageset) and imageset.unmasked:
         whole = (
             "no image has a mask, all are used whole"
             if len(imageset.unmasked) == len(imageset)

@@ -10,7 +10,7 @@ import torch
 from eibacl.config import DataConfig
 from eibacl.data.far_ood import far_ood_name, load_far_ood_set, resolve_far_ood
 from eibacl.data.imageset import ImageSet
-from eibacl.data.report import report_line
+from eibacl.data.report import needs_attention, report_line
 from eibacl.data.sources import load_source
 from eibacl.data.splits import Split, make_split
 from eibacl.evaluate.evaluation import EvalSets
@@ -52,7 +52,7 @@ def prepare_data(config: DataConfig, split: Split | None = None) -> TrainingData
     )
     line = report_line(imageset)
     if line:
-        log.warning(line)
+        log.log(logging.WARNING if needs_attention(imageset) else logging.INFO, line)
     split = split or make_split(imageset, config)
     data = TrainingData(imageset, split, *([torch.empty(0)] * 4))
     data.train_x, data.train_y = data.side("train")

@@ -294,7 +294,7 @@ def half_masked_tree(root):
 
 
 def test_images_without_mask_are_listed_and_counted(tmp_path):
-    from eibacl.data.report import report, report_line, report_metrics
+    from eibacl.data.report import needs_attention, report, report_line, report_metrics
 
     imageset = load_folder(half_masked_tree(tmp_path / "data"), 8)
     assert imageset.unmasked == ["bolt/obj1/v0.png", "bolt/obj1/v1.png"]
@@ -304,8 +304,11 @@ def test_images_without_mask_are_listed_and_counted(tmp_path):
     assert "2 of 8 images have no mask" in line and "data_report.json" in line
     assert "\n" not in line
 
+    assert needs_attention(imageset)
+
     off = load_folder(tmp_path / "data", 8, masks="off")
     assert len(off.unmasked) == 8 and off.masks == "off"
+    assert "masks=off" in report_line(off) and not needs_attention(off)
 
 
 def test_masks_required_names_the_missing_mask(tmp_path):
@@ -319,7 +322,7 @@ def test_masks_required_names_the_missing_mask(tmp_path):
 
 
 def test_skipped_images_are_reported_with_their_reason(tmp_path):
-    from eibacl.data.report import report, report_line, report_metrics
+    from eibacl.data.report import needs_attention, report, report_line, report_metrics
 
     root = object_tree(tmp_path / "data", objects=2, views=1)
     (root / "gear" / "obj1" / "v0.png").write_bytes(b"nope")
@@ -330,6 +333,9 @@ def test_skipped_images_are_reported_with_their_reason(tmp_path):
     assert "1 of 6 images skipped" in report_line(imageset)
     # No masks anywhere: said once, not image by image.
     assert "no image has a mask" in report_line(imageset)
+    assert needs_attention(imageset)  # because of the skipped image
+    clean = load_folder(object_tree(tmp_path / "clean", objects=2, views=1), 8)
+    assert not needs_attention(clean)  # no masks anywhere is information, not a warning
 
 
 def test_fashion_mnist_like_sources_report_no_unmasked_metric():
