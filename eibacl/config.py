@@ -51,6 +51,11 @@ class DataConfig:
     image_size: int = param(32, "Side length in pixels images are resized to.")
     split_seed: int = param(0, "Seed of the class and image split (same split across seeds).")
     skip_corrupt: bool = param(False, "Skip unreadable images (counted) instead of failing.")
+    masks: str = param(
+        "auto",
+        "Object masks of folder data (masks/<class>/...): auto (use where present; images "
+        "without one are used whole and counted), required (a missing mask is an error), off.",
+    )
 
     def validate(self) -> None:
         _require(self.shots >= 1, "shots", self.shots, "use shots >= 1")
@@ -58,6 +63,12 @@ class DataConfig:
         _require(self.test_per_class >= 0, "test_per_class", self.test_per_class, "use >= 0")
         _require(0 < self.test_fraction < 1, "test_fraction", self.test_fraction, "use 0..1")
         _require(8 <= self.image_size <= 1024, "image_size", self.image_size, "use 8..1024 pixels")
+        _require(
+            self.masks in ("auto", "required", "off"),
+            "masks",
+            self.masks,
+            "use auto, required or off",
+        )
 
 
 @dataclass
@@ -69,8 +80,26 @@ class ModelConfig:
     )
     width: int = param(32, "Base width of resnet-small (channels of its first stage).")
     projection_dim: int = param(128, "Output dimension of the projection head.")
+    pretrained: str = param(
+        "none",
+        "Backbone weights: none (random) or imagenet (torchvision's ImageNet weights for "
+        "resnet18/34/50, from its cache TORCH_HOME/hub/checkpoints; ImageNet normalisation).",
+    )
 
     def validate(self) -> None:
+        _require(
+            self.pretrained in ("none", "imagenet"),
+            "pretrained",
+            self.pretrained,
+            "use none or imagenet",
+        )
+        _require(
+            self.pretrained == "none" or self.encoder in ("resnet18", "resnet34", "resnet50"),
+            "pretrained",
+            self.pretrained,
+            f"encoder={self.encoder!r} has no pretrained weights: use encoder=resnet18, "
+            "resnet34 or resnet50, or pretrained=none",
+        )
         _require(self.width >= 4, "width", self.width, "use width >= 4")
         _require(self.projection_dim >= 2, "projection_dim", self.projection_dim, "use >= 2")
 
@@ -129,6 +158,12 @@ class GenerateConfig:
         0, "Seed of generator training and of every variant (independent of the training seed)."
     )
     use_masks: bool = param(True, "Inpaint the object region when the data has masks (SD).")
+    generator_size: int = param(
+        32,
+        "Side in pixels the embedded ddpm works at: images are resized down to it, variants "
+        "back up to image_size with the source's fine detail (0 = image_size; the cost grows "
+        "with its square).",
+    )
 
     def validate(self) -> None:
         _require(
@@ -142,6 +177,12 @@ class GenerateConfig:
         _require(self.guidance_scale >= 0, "guidance_scale", self.guidance_scale, "use >= 0")
         _require(self.generator_steps >= 1, "generator_steps", self.generator_steps, "use >= 1")
         _require(self.inference_steps >= 1, "inference_steps", self.inference_steps, "use >= 1")
+        _require(
+            self.generator_size == 0 or (self.generator_size >= 8 and self.generator_size % 4 == 0),
+            "generator_size",
+            self.generator_size,
+            "use 0 (= image_size) or a multiple of 4 from 8, e.g. 32",
+        )
         for value in strength_list(self.strength):
             _require(0 < value <= 1, "strength", self.strength, "each value must be in (0, 1]")
         from eibacl.generate.recipes import parse_recipes  # recipes import this module
@@ -219,9 +260,22 @@ class EvalConfig:
         "Few-shot training sets want a small k: chosen on validation near-OOD AUROC.",
     )
     register: bool = param(True, "Register the probed encoder and move 'champion' when it wins.")
+    far_ood: str = param(
+        "auto",
+        "Far-OOD test set: auto (mnist for fashion-mnist, none for folder data), mnist, "
+        "folder:<path> (any tree of images that are none of the classes) or none "
+        "(no ood/far/* metrics).",
+    )
 
     def validate(self) -> None:
         _require(self.knn_k >= 1, "knn_k", self.knn_k, "use knn_k >= 1")
+        _require(
+            self.far_ood in ("auto", "mnist", "none")
+            or (self.far_ood.startswith("folder:") and len(self.far_ood) > len("folder:")),
+            "far_ood",
+            self.far_ood,
+            "use auto, mnist, none or folder:<path to images>",
+        )
 
 
 def strength_list(text: str) -> list[float]:

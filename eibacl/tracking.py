@@ -444,6 +444,12 @@ def logged_metric_steps(run_id: str, key: str) -> set[int]:
     return {m.step for m in MlflowClient().get_metric_history(run_id, key)}
 
 
+@primary_only(list)
+def metric_history(run_id: str, key: str) -> list[tuple[int, float]]:
+    """(step, value) of every logged value of `key`, in the order MLflow returns them."""
+    return [(m.step, m.value) for m in MlflowClient().get_metric_history(run_id, key)]
+
+
 def newest_finished_run(entry_point: str) -> Run:
     runs = find_runs(
         f"tags.`{ENTRY_TAG}` = '{entry_point}' and attributes.status = 'FINISHED'", max_results=1

@@ -12,6 +12,8 @@ Layout (documented in the README):
 
 With a mask the image is cropped to the object's bounding box plus a margin, the
 background is set to black, and the crop is padded to a square before resizing.
+`masks` says what happens without one: `auto` uses the image whole and lists it in
+`ImageSet.unmasked`, `required` stops naming the file, `off` ignores every mask.
 """
 
 from __future__ import annotations
@@ -29,12 +31,18 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 MASK_DIR = "masks"
 MANIFEST = "manifest.csv"
 MASK_MARGIN = 0.1
+MASK_MODES = ("auto", "required", "off")
 # PIL raises SyntaxError for a broken PNG chunk (e.g. a flipped byte in a chunk header).
 _DECODE_ERRORS = (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError)
 
 
 class CorruptImageError(ValueError):
-    """An image file cannot be decoded; the message names it."""
+    """An image file cannot be decoded (or is missing); the message names it and the fix,
+    `reason` is the short form listed in a run's data report when it is skipped."""
+
+    def __init__(self, message: str, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason or message
 
 
 def list_entries(root: Path) -> list[dict[str, str]]:
@@ -53,7 +61,8 @@ def list_entries(root: Path) -> list[dict[str, str]]:
             if path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
                 continue
             rel = path.relative_to(root)
-            object_id = str(rel.parent) if len(rel.parts) > 2 else str(rel)
+            inside = rel.relative_to(class_dir.name)  # the object id never repeats the class
+            object_id = str(inside.parent) if len(inside.parts) > 1 else str(inside)
             mask = root / MASK_DIR / rel.with_suffix(".png")
             entries.append(
                 {
@@ -76,7 +85,8 @@ def _read_manifest(root: Path, manifest: Path) -> list[dict[str, str]]:
         rows = list(csv.DictReader(handle))
     if not rows or not {"path", "label"} <= set(rows[0]):
         raise ValueError(f"{manifest} needs a header with at least the columns path,label")
-    for row in rows:
+    for number, row in enumerate(rows, start=2):  # line 1 is the header
+        row["line"] = str(number)
         row.setdefault("object_id", "")
         row.setdefault("mask", "")
         row["object_id"] = row["object_id"] or row["path"]
@@ -86,20 +96,27 @@ def _read_manifest(root: Path, manifest: Path) -> list[dict[str, str]]:
 
 def load_image(path: Path, mask_path: Path | None, size: int) -> np.ndarray:
     """Decode one image (RGB uint8 H x W x 3), masked, cropped to the object and resized."""
+    if not path.is_file():
+        raise CorruptImageError(f"image {path} does not exist", "missing file")
     try:
         with Image.open(path) as handle:
             image = handle.convert("RGB")
     except _DECODE_ERRORS as exc:
         raise CorruptImageError(
             f"cannot read image {path} ({exc}); replace or delete the file, or pass "
-            "-P skip_corrupt=true to skip unreadable images"
+            "-P skip_corrupt=true to skip unreadable images",
+            f"unreadable image ({exc})",
         ) from exc
     if mask_path is not None:
         try:
             with Image.open(mask_path) as handle:
                 mask = handle.convert("L")
         except _DECODE_ERRORS as exc:
-            raise CorruptImageError(f"cannot read mask {mask_path} ({exc})") from exc
+            raise CorruptImageError(
+                f"cannot read mask {mask_path} ({exc}); replace or delete the mask, or pass "
+                "-P skip_corrupt=true to skip images with unreadable masks",
+                f"unreadable mask {mask_path.name} ({exc})",
+            ) from exc
         if mask.size != image.size:
             raise ValueError(
                 f"mask {mask_path} is {mask.size[0]}x{mask.size[1]} but its image {path} is "
@@ -135,21 +152,63 @@ def pad_to_square(image: np.ndarray) -> np.ndarray:
     return out
 
 
-def load_folder(root: Path, size: int, skip_corrupt: bool = False) -> ImageSet:
+def _check_manifest_row(root: Path, row: dict[str, str]) -> None:
+    """A manifest row naming a missing file is the row's mistake, not the file's."""
+    for column in ("path", "mask"):
+        rel = row.get(column) or ""
+        if rel and not (root / rel).is_file():
+            raise CorruptImageError(
+                f"{root / MANIFEST} line {row['line']} names {column} {rel!r}, which does not "
+                f"exist under {root}: correct or delete that row (or pass -P skip_corrupt=true "
+                "to skip such rows)",
+                f"manifest line {row['line']}: {column} file missing",
+            )
+
+
+def _check_masks_present(root: Path, entries: list[dict[str, str]]) -> None:
+    """masks=required: every image needs a mask; the error names the first missing one."""
+    missing = [row for row in entries if not row.get("mask")]
+    if not missing:
+        return
+    row = missing[0]
+    where = (
+        f"a mask in the mask column of {root / MANIFEST} line {row['line']}"
+        if "line" in row
+        else str(root / MASK_DIR / Path(row["path"]).with_suffix(".png"))
+    )
+    raise ValueError(
+        f"masks=required but {len(missing)} of {len(entries)} images have no mask, e.g. "
+        f"{root / row['path']}: add {where}, or use -P masks=auto to use images without a "
+        "mask whole (counted as data/unmasked)"
+    )
+
+
+def load_folder(root: Path, size: int, skip_corrupt: bool = False, masks: str = "auto") -> ImageSet:
+    """Decode a folder; skipped images (with why) and images used without a mask are listed
+    in the ImageSet so every run can count and report them."""
+    if masks not in MASK_MODES:
+        raise ValueError(f"masks={masks!r} is invalid: use one of {', '.join(MASK_MODES)}")
     entries = list_entries(root)
+    if masks == "required":
+        _check_masks_present(root, entries)
     class_names = sorted({row["label"] for row in entries})
     index = {name: i for i, name in enumerate(class_names)}
-    images, labels, ids, groups, skipped = [], [], [], [], []
+    images, labels, ids, groups, skipped, reasons, unmasked = [], [], [], [], [], [], []
     for row in entries:
         path = root / row["path"]
-        mask = root / row["mask"] if row.get("mask") else None
         try:
+            if "line" in row:
+                _check_manifest_row(root, row)
+            mask = root / row["mask"] if row.get("mask") and masks != "off" else None
             images.append(load_image(path, mask, size))
-        except CorruptImageError:
+        except CorruptImageError as exc:
             if not skip_corrupt:
                 raise
             skipped.append(row["path"])
+            reasons.append(exc.reason)
             continue
+        if mask is None:
+            unmasked.append(row["path"])
         labels.append(index[row["label"]])
         ids.append(row["path"])
         groups.append(f"{row['label']}/{row['object_id']}")
@@ -164,4 +223,7 @@ def load_folder(root: Path, size: int, skip_corrupt: bool = False) -> ImageSet:
         source=f"folder:{root}",
         groups=groups,
         skipped=skipped,
+        skip_reasons=reasons,
+        unmasked=unmasked,
+        masks=masks,
     )

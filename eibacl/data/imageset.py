@@ -26,6 +26,11 @@ class ImageSet:
     groups: list[str] = field(default_factory=list)
     subsets: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    skip_reasons: list[str] = field(default_factory=list)
+    # Images used whole because they have no mask; `masks` is the folder's mask mode
+    # ('' for sources without masks, e.g. Fashion-MNIST).
+    unmasked: list[str] = field(default_factory=list)
+    masks: str = ""
 
     def __post_init__(self) -> None:
         n = len(self.ids)

@@ -17,20 +17,20 @@ from eibacl.data.resize import match_channels, resize_uint8
 
 log = logging.getLogger(__name__)
 _MEMORY: dict[str, ImageSet] = {}
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: skipped images' reasons and unmasked images are kept
 
 
 def load_source(
-    spec: str, image_size: int, cache_dir: Path, skip_corrupt: bool = False
+    spec: str, image_size: int, cache_dir: Path, skip_corrupt: bool = False, masks: str = "auto"
 ) -> ImageSet:
     """Decode a source once; later calls (and later processes) read the tensor cache."""
-    key = _cache_key(spec, image_size, cache_dir, skip_corrupt)
+    key = _cache_key(spec, image_size, cache_dir, skip_corrupt, masks)
     if key in _MEMORY:
         return _MEMORY[key]
     path = cache_dir / "sources" / f"{key}.pt"
     imageset = _read_cache(path)
     if imageset is None:
-        imageset = _decode(spec, image_size, cache_dir, skip_corrupt)
+        imageset = _decode(spec, image_size, cache_dir, skip_corrupt, masks)
         _write_cache(path, imageset)
     _MEMORY[key] = imageset
     return imageset
@@ -58,7 +58,9 @@ def cache_dir_for_far_ood() -> Path:
     return cache_dir() / "sources"
 
 
-def _decode(spec: str, image_size: int, cache_dir: Path, skip_corrupt: bool) -> ImageSet:
+def _decode(
+    spec: str, image_size: int, cache_dir: Path, skip_corrupt: bool, masks: str
+) -> ImageSet:
     if spec == "fashion-mnist":
         imageset, how = load_fashion_mnist(cache_dir)
         log.info("Fashion-MNIST read from %s", imageset.source)
@@ -67,17 +69,22 @@ def _decode(spec: str, image_size: int, cache_dir: Path, skip_corrupt: bool) -> 
     if spec == "mnist":
         return load_far_ood(image_size, 1)
     if spec.startswith("folder:"):
-        return load_folder(Path(spec[len("folder:") :]).expanduser(), image_size, skip_corrupt)
+        root = Path(spec[len("folder:") :]).expanduser()
+        return load_folder(root, image_size, skip_corrupt, masks)
     raise ValueError(f"data={spec!r} is not a known source: use 'fashion-mnist' or 'folder:<path>'")
 
 
-def _cache_key(spec: str, image_size: int, cache_dir: Path, skip_corrupt: bool) -> str:
+def _cache_key(
+    spec: str, image_size: int, cache_dir: Path, skip_corrupt: bool, masks: str = "auto"
+) -> str:
     parts: dict[str, object] = {
         "v": CACHE_VERSION,
         "spec": spec,
         "size": image_size,
         "skip": skip_corrupt,
     }
+    if spec.startswith("folder:"):
+        parts["masks"] = masks
     if spec == "fashion-mnist":
         directory, _ = locate(cache_dir)
         parts["files"] = sorted((p.name, p.stat().st_size) for p in directory.glob("*.gz"))

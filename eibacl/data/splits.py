@@ -216,7 +216,7 @@ def make_split(imageset: ImageSet, config: DataConfig) -> Split:
             train, rest = _take_groups(imageset, pool, config.shots, rng)
             val, _ = _take_groups(imageset, rest, config.val_per_class, rng, exact=False)
             if len(train) < config.shots or not val:
-                raise ConfigError(_shots_message(imageset, pool, config.shots, name))
+                raise ConfigError(_shots_message(imageset, pool, config, name))
             sides["train"] += [imageset.ids[i] for i in train]
             sides["val"] += [imageset.ids[i] for i in val]
             sides["test"] += [imageset.ids[i] for i in test]
@@ -225,13 +225,46 @@ def make_split(imageset: ImageSet, config: DataConfig) -> Split:
             sides["ood_val"] += [imageset.ids[i] for i in val]
         else:
             sides["ood_test"] += [imageset.ids[i] for i in test]
-    return Split(
+    split = Split(
         id_classes=id_classes,
         ood_classes=ood_classes,
         ood_val_classes=ood_val_classes,
         source_fingerprint=imageset.fingerprint(),
         params={k: getattr(config, k) for k in DataConfig.__dataclass_fields__},
         **sides,
+    )
+    warn_short_validation(split, imageset, config.val_per_class)
+    return split
+
+
+def short_validation(split: Split, imageset: ImageSet, asked: int) -> dict[str, int]:
+    """In-distribution classes whose validation side holds fewer than `asked` images."""
+    label_of = dict(zip(imageset.ids, imageset.labels.tolist(), strict=True))
+    counts = {name: 0 for name in split.id_classes}
+    for image_id in split.val:
+        counts[imageset.class_names[label_of[image_id]]] += 1
+    return {name: n for name, n in counts.items() if n < asked}
+
+
+def warn_short_validation(split: Split, imageset: ImageSet, asked: int) -> None:
+    """Never silently below val_per_class: model selection reads this side."""
+    short = short_validation(split, imageset, asked)
+    if not short:
+        return
+    low, high = min(short.values()), max(short.values())
+    log.warning(
+        "validation holds fewer images than val_per_class=%d for %d of %d classes (%s each, "
+        "e.g. %r: %d): there are not enough objects left after shots and test. Validation "
+        "metrics (val/accuracy, val/knn_accuracy) that choose the champion rest on these few "
+        "images; lower shots or test_fraction, add objects, or set val_per_class=%d to say "
+        "this is intended",
+        asked,
+        len(short),
+        len(split.id_classes),
+        f"{low}" if low == high else f"{low}-{high}",
+        min(short, key=short.get),
+        low,
+        low,
     )
 
 
@@ -259,7 +292,11 @@ def _test_split(
         groups = _groups_of(imageset, members, rng)
         if len(groups) < 2:
             raise ConfigError(
-                f"class {name!r} has a single object: it cannot be split into train and test"
+                f"class {name!r} has a single object ({imageset.groups[members[0]]!r}, "
+                f"{len(members)} images): it cannot be split into train and test. Add images "
+                "of a second object, leave the class out (name the others in -P id_classes), or, "
+                "if its images are different objects, put each in its own sub-folder "
+                "(<class>/<object_id>/<image>) or give each its own object_id in manifest.csv"
             )
         n_test = max(1, round(fraction * len(groups)))
         test = [i for g in groups[:n_test] for i in g]
@@ -286,8 +323,10 @@ def _take_groups(
     return (taken[:count] if exact else taken), rest
 
 
-def _shots_message(imageset: ImageSet, pool: list[int], shots: int, name: str) -> str:
-    """Say how many shots class `name` allows: whole objects must be left for validation."""
+def _shots_message(imageset: ImageSet, pool: list[int], config: DataConfig, name: str) -> str:
+    """Say how many shots class `name` allows: the largest value that still leaves
+    val_per_class validation images (whole objects, this split_seed), and the largest that
+    leaves any validation at all."""
     sizes: dict[str, int] = defaultdict(int)
     for i in pool:
         sizes[imageset.groups[i]] += 1
@@ -297,11 +336,37 @@ def _shots_message(imageset: ImageSet, pool: list[int], shots: int, name: str) -
             "and validation after the test split; it needs at least 2: add images or lower "
             "test_fraction"
         )
-    most = len(pool) - max(sizes.values())  # leaves at least one object for validation
-    return (
+    shots, asked = config.shots, config.val_per_class
+    head = (
         f"shots={shots} is too many for class {name!r}: it has {len(pool)} images for training "
-        f"and validation; lower shots to at most {most}"
+        f"and validation"
     )
+    full = _largest_shots(imageset, pool, config, name, asked)
+    if full:
+        return f"{head}; lower shots to at most {full} (leaves val_per_class={asked} validation)"
+    some = _largest_shots(imageset, pool, config, name, 1)
+    half = max(1, some // 2)
+    rng = _class_rng(config.split_seed, name, "train")
+    _, rest = _take_groups(imageset, pool, half, rng)
+    return (
+        f"{head}, too few for shots plus val_per_class={asked} (views of one object stay "
+        f"together); lower both, e.g. -P shots={half} -P val_per_class={len(rest)} (shots="
+        f"{some} at most leaves any validation)"
+    )
+
+
+def _largest_shots(
+    imageset: ImageSet, pool: list[int], config: DataConfig, name: str, val_needed: int
+) -> int:
+    """The largest shots whose split (same seed, same object order) leaves `val_needed`
+    validation images of class `name`; 0 when none does."""
+    for shots in range(len(pool) - val_needed, 0, -1):
+        rng = _class_rng(config.split_seed, name, "train")
+        train, rest = _take_groups(imageset, pool, shots, rng)
+        val, _ = _take_groups(imageset, rest, val_needed, rng, exact=False)
+        if len(train) == shots and len(val) >= val_needed:
+            return shots
+    return 0
 
 
 def _cap(indices: list[int], cap: int, rng: random.Random) -> list[int]:

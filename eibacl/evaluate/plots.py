@@ -247,3 +247,16 @@ def bar_chart_figure(
     if len(metrics) > 1:
         ax.legend(fontsize="small")
     return fig
+
+
+def training_curves_figure(curves: Mapping[str, Sequence[tuple[int, float]]]) -> Figure:
+    """One panel per metric ((epoch, value) pairs), e.g. train/loss and val/knn_accuracy:
+    the picture a pretrain run shows without a probe."""
+    fig = _new_figure(4.0 * max(1, len(curves)), 3.2)
+    for i, (name, points) in enumerate(curves.items(), start=1):
+        ax = fig.add_subplot(1, max(1, len(curves)), i)
+        steps, values = zip(*sorted(points), strict=True) if points else ((), ())
+        ax.plot(steps, values, marker="." if len(steps) < 30 else None)
+        ax.set(title=name, xlabel="epoch")
+        ax.grid(alpha=0.3)
+    return fig

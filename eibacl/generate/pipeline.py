@@ -25,13 +25,15 @@ import torch
 
 from eibacl import distributed, tracking
 from eibacl.config import GenerateConfig, GenerateRunConfig, strength_list
-from eibacl.data.sources import load_far_ood
+from eibacl.data.far_ood import load_far_ood_set, resolve_far_ood
+from eibacl.data.resize import resize_uint8
 from eibacl.generate.augment import (
     conditioning_weights,
     generate_synthetic_set,
     generation_settings,
 )
 from eibacl.generate.backend import GeneratorBackend
+from eibacl.generate.estimate import PROBE_STEPS, estimate_fit_seconds
 from eibacl.generate.grids import near_ood_grid_figure, variants_grid_figure
 from eibacl.generate.judge import (
     JUDGE_FILE,
@@ -44,6 +46,7 @@ from eibacl.generate.judge import (
 )
 from eibacl.generate.quality import synthetic_quality, train_reference_classifier
 from eibacl.generate.recipes import parse_recipes, resolve_recipe
+from eibacl.generate.resized import ResizedBackend, generator_size
 from eibacl.generate.synthetic_set import SyntheticSet, SyntheticSetKey, is_complete
 from eibacl.paths import cache_dir
 from eibacl.train.data import TrainingData, prepare_data
@@ -80,6 +83,9 @@ def generator_key(config: GenerateConfig, data: TrainingData) -> str:
         "image_size": data.imageset.image_size,
         "version": 1,
     }
+    size = _work_size(config, data)
+    if size != data.imageset.image_size:  # keys of generators at the image size unchanged
+        parts["generator_size"] = size
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -88,17 +94,35 @@ def generator_dir(config: GenerateConfig, data: TrainingData) -> Path:
     return cache_dir() / "generators" / generator_key(config, data)
 
 
+def _work_size(config: GenerateConfig, data: TrainingData) -> int:
+    """The side the generator works at (the embedded ddpm only; SD keeps its own)."""
+    if config.generator != "ddpm":
+        return data.imageset.image_size
+    return generator_size(config.generator_size, data.imageset.image_size)
+
+
+def _resized(backend: Any, config: GenerateConfig, data: TrainingData) -> Any:
+    size = _work_size(config, data)
+    if size == data.imageset.image_size:
+        return backend
+    return ResizedBackend(backend, size, data.imageset.image_size)
+
+
+def _ddpm(config: GenerateConfig, data: TrainingData, device: torch.device, steps: int) -> Any:
+    return backend_class(config)(
+        image_size=_work_size(config, data),
+        channels=data.imageset.channels,
+        num_classes=data.num_classes,
+        device=device,
+        train_steps=steps,
+        inference_steps=config.inference_steps,
+        seed=config.generator_seed,
+    )
+
+
 def make_backend(config: GenerateConfig, data: TrainingData, device: torch.device) -> Any:
     if config.generator == "ddpm":
-        return backend_class(config)(
-            image_size=data.imageset.image_size,
-            channels=data.imageset.channels,
-            num_classes=data.num_classes,
-            device=device,
-            train_steps=config.generator_steps,
-            inference_steps=config.inference_steps,
-            seed=config.generator_seed,
-        )
+        return _resized(_ddpm(config, data, device, config.generator_steps), config, data)
     return backend_class(config).from_pretrained(
         config.sd_model,
         device=str(device),
@@ -118,9 +142,11 @@ def load_or_train_generator(
         kwargs: dict[str, Any] = {"device": str(device)}
         if config.generator == "stable-diffusion":
             kwargs["sd_model"] = config.sd_model
-        return backend_cls.load(folder, **kwargs), folder, True
+        return _resized(backend_cls.load(folder, **kwargs), config, data), folder, True
     backend = make_backend(config, data, device)
     names = list(data.split.id_classes)
+    if config.generator == "ddpm":
+        say_estimate(config, data, device, names)
     backend.fit(data.train_x, data.train_y, names, progress=progress)
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -136,6 +162,33 @@ def load_or_train_generator(
             "EIBACL_CACHE to a writable folder"
         ) from exc
     return backend, folder, False
+
+
+def say_estimate(
+    config: GenerateConfig, data: TrainingData, device: torch.device, names: list[str]
+) -> None:
+    """One line before the generator trains: how long it will take, measured here."""
+    size = _work_size(config, data)
+    seconds = estimate_fit_seconds(
+        lambda steps: _ddpm(config, data, device, steps),
+        resize_uint8(data.train_x, size),
+        data.train_y,
+        names,
+        config.generator_steps,
+    )
+    log.info(
+        "training the ddpm generator: %d steps on %d images at %d px%s on %s, about %.1f min "
+        "(from %d timed steps; generator_steps and generator_size set it)",
+        config.generator_steps,
+        len(data.train_x),
+        size,
+        f" (variants resized up to {data.imageset.image_size} px)"
+        if size != data.imageset.image_size
+        else "",
+        device,
+        seconds / 60,
+        PROBE_STEPS,
+    )
 
 
 def backend_class(config: GenerateConfig) -> type:
@@ -286,13 +339,15 @@ def _quality(
 
 
 def far_ood_images(data: TrainingData, limit: int = 1000) -> torch.Tensor | None:
-    """Up to `limit` real far-OOD images, for the judge's diagnostics only (never a filter)."""
+    """Up to `limit` real far-OOD images (`far_ood=auto`: MNIST for Fashion-MNIST, none for
+    folder data), for the judge's diagnostics only: never a filter."""
+    spec = resolve_far_ood("auto", str(data.split.params.get("data", "")))
     try:
-        images = load_far_ood(data.imageset.image_size, data.imageset.channels).images
-    except (OSError, ImportError, RuntimeError) as exc:
+        far = load_far_ood_set(spec, data.imageset.image_size, data.imageset.channels)
+    except (OSError, ImportError, RuntimeError, ValueError) as exc:
         log.warning("judge: no far-OOD diagnostic (%s)", exc)
         return None
-    return images[:limit]
+    return None if far is None else far.images[:limit]
 
 
 def sample_figures(

@@ -35,7 +35,7 @@ def baseline(
     def evaluate(result: TrainResult) -> None:
         evaluation = evaluate_encoder(
             result.encoder,
-            evaluation_sets(result.data),
+            evaluation_sets(result.data, config.far_ood),
             knn_k=config.knn_k,
             seed=config.seed,
             device=str(resolve_device(config.device)),

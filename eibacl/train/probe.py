@@ -78,7 +78,7 @@ def probe(config: ProbeConfig, nested: bool = False) -> ProbeResult:
         ) from exc
     data = load_run_data(source_run_id)
     check_encoder_input(encoder, data, model_uri)
-    sets = evaluation_sets(data)
+    sets = evaluation_sets(data, config.far_ood)
     sets.check(config.knn_k)  # before a run exists: a bad knn_k leaves nothing behind
     method = source.data.tags.get(tracking.METHOD_TAG, "supcon")
     tags = {

@@ -6,11 +6,13 @@ import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from eibacl import distributed, tracking
+from eibacl.data.report import REPORT_ARTIFACT, report, report_metrics
 from eibacl.data.splits import Split
 from eibacl.models.encoders import Encoder, build_encoder
 from eibacl.train.batches import BatchSampler, SyntheticPool
@@ -72,12 +74,16 @@ def run_training(
             data = prepare_data(config, split)
         tracking.log_params(dataclasses.asdict(config))
         tracking.set_tags({tracking.PARAMS_TAG: tracking.params_digest(dataclasses.asdict(config))})
-        log_data(data)
+        log_data(data, resumed=resume_state is not None)
         pool = make_pool(config, data)
         device = distributed.local_device(resolve_device(config.device))
         seed_everything(config.seed)
         encoder = build_encoder(
-            config.encoder, data.imageset.channels, config.width, data.imageset.image_size
+            config.encoder,
+            data.imageset.channels,
+            config.width,
+            data.imageset.image_size,
+            getattr(config, "pretrained", "none"),
         )
         objective = make_objective(config, data, encoder)
         sampler = make_sampler(config, data, pool)
@@ -93,6 +99,7 @@ def run_training(
             on_epoch=on_epoch,
             extra_state={"config": dataclasses.asdict(config), "split": data.split.to_json()},
         )
+        log_training_curves(run_id)
         model_uri = tracking.log_encoder(encoder, ENCODER_ARTIFACT)
         model_uri = distributed.broadcast_object(model_uri)  # rank 0's
         tracking.set_tags({"eibacl.encoder_uri": model_uri})
@@ -100,6 +107,21 @@ def run_training(
         if after_training is not None and distributed.is_primary():  # evaluation: rank 0
             after_training(result)
         return result
+
+
+CURVES = ("train/loss", "val/knn_accuracy")
+CURVES_ARTIFACT = "plots/training_curves.png"
+
+
+def log_training_curves(run_id: str) -> None:
+    """Loss and validation kNN accuracy per epoch as a figure (the whole run's history, so
+    a resumed run draws every epoch)."""
+    if not distributed.is_primary():
+        return
+    from eibacl.evaluate.plots import training_curves_figure
+
+    curves = {key: tracking.metric_history(run_id, key) for key in CURVES}
+    tracking.log_figure(training_curves_figure(curves), CURVES_ARTIFACT)
 
 
 def make_sampler(config: Any, data: TrainingData, pool: SyntheticPool | None) -> BatchSampler:
@@ -116,9 +138,14 @@ def make_sampler(config: Any, data: TrainingData, pool: SyntheticPool | None) ->
     )
 
 
-def log_data(data: TrainingData) -> None:
-    """The split (ids on each side) as an artifact, and each side as an MLflow dataset."""
+def log_data(data: TrainingData, resumed: bool = False) -> None:
+    """The split (ids on each side) as an artifact, each side as an MLflow dataset, and what
+    the source skipped or used without a mask (metrics data/skipped, data/unmasked; a
+    resumed run has them already)."""
     tracking.log_text(data.split.to_json(), SPLIT_ARTIFACT)
+    if not resumed:
+        tracking.log_metrics(report_metrics(data.imageset))
+    tracking.log_dict(report(data.imageset), REPORT_ARTIFACT)
     source = data.imageset.source
     digest = data.split.source_fingerprint
     tracking.set_tags(
@@ -127,12 +154,20 @@ def log_data(data: TrainingData) -> None:
     for side in ("train", "val", "test"):
         ids = data.split.side(side)
         tracking.log_dataset(
-            name=f"{source.split(' ')[0]}-{side}",
+            name=dataset_name(source, side),
             source=source,
             digest=f"{digest[:16]}-{data.split.fingerprint()[:8]}-{side}",
             context="training" if side == "train" else ("validation" if side == "val" else "test"),
             size=len(ids),
         )
+
+
+def dataset_name(source: str, side: str) -> str:
+    """'fashion-mnist-train'; for folder data the folder's name, not a path that looks like
+    a real folder ('eiba (folder): train' rather than 'folder:/data/eiba-train')."""
+    if source.startswith("folder:"):
+        return f"{Path(source[len('folder:') :]).name} (folder): {side}"
+    return f"{source.split(' ')[0]}-{side}"
 
 
 def _load_resume(config: Any) -> tuple[dict[str, Any], Any]:

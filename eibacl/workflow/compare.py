@@ -78,6 +78,8 @@ def compare(config: CompareConfig) -> CompareResult:
             "ood/near/knn/auroc",
             "ood/far/knn/auroc",
         ):
+            if not any(metric in row for row in table.values()):
+                continue  # e.g. far-OOD metrics with far_ood=none
             figure = bar_chart_figure(table, metric, title=f"{metric} (mean ± std over seeds)")
             tracking.log_figure(figure, f"comparison/{metric.replace('/', '_')}.png")
         tracking.log_metrics(

@@ -268,3 +268,101 @@ def test_views_are_all_distinct_images(tmp_path):
     imageset = load_folder(root, 8)
     for a, b in itertools.combinations(range(len(imageset)), 2):
         assert not torch.equal(imageset.images[a], imageset.images[b])
+
+
+def test_object_ids_do_not_repeat_the_class(tmp_path):
+    root = tmp_path / "data"
+    write_png(root / "Dichtungsring grün" / "obj000" / "v0.png", colour_image(6, 6, 1))
+    write_png(root / "Dichtungsring grün" / "loose.png", colour_image(6, 6, 2))
+    write_png(root / "b" / "x.png", colour_image(6, 6, 3))
+    imageset = load_folder(root, 6)
+    assert imageset.groups == [
+        "Dichtungsring grün/loose.png",
+        "Dichtungsring grün/obj000",
+        "b/x.png",
+    ]
+
+
+def half_masked_tree(root):
+    """Two classes x 2 objects x 2 views; masks for every image but bolt/obj1/*."""
+    object_tree(root, classes=("bolt", "gear"), objects=2, views=2, size=10)
+    for image in sorted(root.rglob("v*.png")):
+        rel = image.relative_to(root)
+        if not str(rel).startswith("bolt/obj1"):
+            write_png(root / "masks" / rel, np.pad(np.full((6, 6), 255), 2))
+    return root
+
+
+def test_images_without_mask_are_listed_and_counted(tmp_path):
+    from eibacl.data.report import needs_attention, report, report_line, report_metrics
+
+    imageset = load_folder(half_masked_tree(tmp_path / "data"), 8)
+    assert imageset.unmasked == ["bolt/obj1/v0.png", "bolt/obj1/v1.png"]
+    assert report_metrics(imageset) == {"data/skipped": 0.0, "data/unmasked": 2.0}
+    assert report(imageset)["unmasked"] == imageset.unmasked
+    line = report_line(imageset)
+    assert "2 of 8 images have no mask" in line and "data_report.json" in line
+    assert "\n" not in line
+
+    assert needs_attention(imageset)
+
+    off = load_folder(tmp_path / "data", 8, masks="off")
+    assert len(off.unmasked) == 8 and off.masks == "off"
+    assert "masks=off" in report_line(off) and not needs_attention(off)
+
+
+def test_masks_required_names_the_missing_mask(tmp_path):
+    root = half_masked_tree(tmp_path / "data")
+    with pytest.raises(ValueError) as info:
+        load_folder(root, 8, masks="required")
+    message = str(info.value)
+    assert "masks=required but 2 of 8 images have no mask" in message
+    assert str(root / "masks" / "bolt" / "obj1" / "v0.png") in message
+    assert "masks=auto" in message
+
+
+def test_skipped_images_are_reported_with_their_reason(tmp_path):
+    from eibacl.data.report import needs_attention, report, report_line, report_metrics
+
+    root = object_tree(tmp_path / "data", objects=2, views=1)
+    (root / "gear" / "obj1" / "v0.png").write_bytes(b"nope")
+    imageset = load_folder(root, 8, skip_corrupt=True)
+    assert report_metrics(imageset)["data/skipped"] == 1.0
+    (entry,) = report(imageset)["skipped"]
+    assert entry["path"] == "gear/obj1/v0.png" and entry["reason"].startswith("unreadable image")
+    assert "1 of 6 images skipped" in report_line(imageset)
+    # No masks anywhere: said once, not image by image.
+    assert "no image has a mask" in report_line(imageset)
+    assert needs_attention(imageset)  # because of the skipped image
+    clean = load_folder(object_tree(tmp_path / "clean", objects=2, views=1), 8)
+    assert not needs_attention(clean)  # no masks anywhere is information, not a warning
+
+
+def test_fashion_mnist_like_sources_report_no_unmasked_metric():
+    from eibacl.data.imageset import ImageSet
+    from eibacl.data.report import report_line, report_metrics
+
+    imageset = ImageSet(
+        images=torch.zeros(2, 1, 4, 4, dtype=torch.uint8),
+        labels=torch.tensor([0, 1]),
+        ids=["a", "b"],
+        class_names=["x", "y"],
+        source="fashion-mnist",
+    )
+    assert report_metrics(imageset) == {"data/skipped": 0.0}
+    assert report_line(imageset) == ""
+
+
+def test_manifest_row_naming_a_missing_file_blames_the_row(tmp_path):
+    root = tmp_path / "data"
+    write_png(root / "raw" / "0.png", colour_image(6, 6, 1))
+    write_png(root / "raw" / "1.png", colour_image(6, 6, 2))
+    (root / "manifest.csv").write_text("path,label\nraw/0.png,x\nraw/gone.png,x\nraw/1.png,y\n")
+    with pytest.raises(CorruptImageError) as info:
+        load_folder(root, 6)
+    message = str(info.value)
+    assert "manifest.csv line 3" in message and "'raw/gone.png'" in message
+    assert "correct or delete that row" in message and "replace" not in message
+    imageset = load_folder(root, 6, skip_corrupt=True)
+    assert imageset.skipped == ["raw/gone.png"]
+    assert imageset.skip_reasons == ["manifest line 3: path file missing"]

@@ -231,22 +231,50 @@ def test_count_larger_than_available_raises():
         resolve_classes(CLASSES, "", "9", 0)
 
 
-@pytest.mark.parametrize("views", [1, 3])
-def test_too_many_shots_names_class_and_a_max_that_works(views):
+@pytest.mark.parametrize("views,most", [(1, 3), (3, 15)])
+def test_too_many_shots_advises_a_max_that_leaves_the_asked_validation(views, most):
     # 'bee' has 8 objects: 2 go to test (25%), 6 objects remain for train and val.
+    # val_per_class=3 needs 3 one-view objects (views=1: shots <= 3 images) or one
+    # three-view object (views=3: shots <= 5 objects x 3 = 15).
     imageset = synthetic_set(per_class=(20, 8, 20, 20, 20), views=views)
     pool = 6 * views
     with pytest.raises(ConfigError) as info:
         make_split(imageset, config(shots=pool + 1))
     message = str(info.value)
-    assert "'bee'" in message and f"at most {pool - views}" in message
-    # The max the message gives works; taking every remaining image leaves no validation.
-    assert (
-        Counter(class_of(i) for i in make_split(imageset, config(shots=pool - views)).train)["bee"]
-        == pool - views
-    )
-    with pytest.raises(ConfigError, match=f"'bee'.*at most {pool - views}"):
+    assert "'bee'" in message and f"at most {most} (leaves val_per_class=3" in message
+    split = make_split(imageset, config(shots=most))
+    assert Counter(class_of(i) for i in split.train)["bee"] == most
+    assert Counter(class_of(i) for i in split.val)["bee"] == 3
+    with pytest.raises(ConfigError, match=f"'bee'.*at most {most}"):
         make_split(imageset, config(shots=pool))
+
+
+def test_shots_error_when_validation_cannot_be_met_advises_both_values():
+    # 'bee': 6 objects x 2 views left = 12 images; shots=20 with val_per_class=100 cannot
+    # work. The message gives a pair that does: shots=5 takes 3 objects (the 6th view of
+    # the third is dropped), the other 3 objects (6 images) are validation.
+    imageset = synthetic_set(per_class=(20, 8, 20, 20, 20), views=2)
+    with pytest.raises(ConfigError) as info:
+        make_split(imageset, config(shots=20, val_per_class=100))
+    message = str(info.value)
+    assert "-P shots=5 -P val_per_class=6" in message and "shots=10 at most" in message
+    split = make_split(imageset, config(shots=5, val_per_class=6, id_classes="bee,cat"))
+    assert Counter(class_of(i) for i in split.val)["bee"] == 6
+
+
+def test_validation_below_val_per_class_is_said_with_the_numbers(caplog):
+    # 'bee': 6 objects x 3 views after test; shots=12 takes 4 objects, 2 objects (6 images)
+    # are left for validation although 10 were asked.
+    imageset = synthetic_set(per_class=(20, 8, 20, 20, 20), views=3)
+    with caplog.at_level("WARNING", logger="eibacl.data.splits"):
+        make_split(imageset, config(shots=12, val_per_class=10))
+    (record,) = [r for r in caplog.records if "val_per_class" in r.getMessage()]
+    text = record.getMessage()
+    assert "val_per_class=10 for 1 of 3 classes" in text and "'bee': 6" in text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="eibacl.data.splits"):
+        make_split(imageset, config(shots=12, val_per_class=6))
+    assert not [r for r in caplog.records if "val_per_class" in r.getMessage()]
 
 
 def test_class_with_no_images_raises():
@@ -257,8 +285,10 @@ def test_class_with_no_images_raises():
 
 def test_single_object_class_without_test_subset_raises():
     imageset = synthetic_set(per_class=(20, 1, 20, 20, 20), views=5)
-    with pytest.raises(ConfigError, match="'bee' has a single object"):
+    with pytest.raises(ConfigError, match="'bee' has a single object") as info:
         make_split(imageset, config(shots=2))
+    assert "'bee/obj000', 5 images" in str(info.value)
+    assert "id_classes" in str(info.value) and "own sub-folder" in str(info.value)
 
 
 def test_class_with_too_few_objects_for_train_and_val_says_so():
