@@ -252,7 +252,7 @@ def bar_chart_figure(
 def training_curves_figure(curves: Mapping[str, Sequence[tuple[int, float]]]) -> Figure:
     """One panel per metric ((epoch, value) pairs), e.g. train/loss and val/knn_accuracy:
     the picture a pretrain run shows without a probe."""
-    fig = _new_figure(4.0 * max(1, len(curves)), 3.2)
+    fig = new_figure(4.0 * max(1, len(curves)), 3.2)
     for i, (name, points) in enumerate(curves.items(), start=1):
         ax = fig.add_subplot(1, max(1, len(curves)), i)
         steps, values = zip(*sorted(points), strict=True) if points else ((), ())
