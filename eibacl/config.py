@@ -106,9 +106,17 @@ class GenerateConfig:
     num_near_ood: int = param(2, "Near-OOD variants per real training image.")
     near_ood_recipes: str = param(
         "class-mix,other-class",
-        "Near-OOD recipes, comma-separated: high-strength, class-mix, other-class.",
+        "Near-OOD recipes, comma-separated: high-strength, class-mix, other-class, away, "
+        "extrapolate; 'name@strength' sets a recipe's strength.",
     )
-    guidance_scale: float = param(3.0, "Classifier-free guidance scale.")
+    guidance_scale: float = param(
+        3.0, "Classifier-free guidance scale (for the away recipe > 1: the push from the source)."
+    )
+    extrapolate_factor: float = param(
+        1.0,
+        "How far past the source class the extrapolate recipe conditions: "
+        "e_source + f * (e_source - e_other), rescaled to the class embeddings' mean norm.",
+    )
     generator_steps: int = param(300, "Training steps of the embedded ddpm generator.")
     inference_steps: int = param(
         25, "Denoising steps of the full schedule (strength runs a share)."
@@ -138,6 +146,19 @@ class GenerateConfig:
         _require(self.inference_steps >= 1, "inference_steps", self.inference_steps, "use >= 1")
         for value in strength_list(self.strength):
             _require(0 < value <= 1, "strength", self.strength, "each value must be in (0, 1]")
+        _require(
+            math.isfinite(self.extrapolate_factor) and 0 < self.extrapolate_factor <= 5,
+            "extrapolate_factor",
+            self.extrapolate_factor,
+            "use a factor in (0, 5] (1 = as far past the source as the other class is before it)",
+        )
+        names = recipe_names(self.near_ood_recipes)
+        _require(
+            "away" not in names or self.guidance_scale > 1,
+            "guidance_scale",
+            self.guidance_scale,
+            "the away recipe needs guidance_scale > 1 to push away from the source class (e.g. 3)",
+        )
 
 
 SYNTHETIC_COMPONENTS = ("positives", "negatives", "features")
@@ -251,6 +272,18 @@ class EvalConfig:
 
     def validate(self) -> None:
         _require(self.knn_k >= 1, "knn_k", self.knn_k, "use knn_k >= 1")
+
+
+def recipe_names(text: str) -> list[str]:
+    """The near-OOD recipe names in `near_ood_recipes` (validated; ConfigError naming it)."""
+    from eibacl.generate.recipes import parse_recipes  # torch: only when a config is checked
+
+    try:
+        specs = parse_recipes(text)
+    except ValueError as exc:
+        message = str(exc).removeprefix("near_ood_recipes: ")
+        raise ConfigError(f"near_ood_recipes={text!r} is invalid: {message}.") from exc
+    return [spec.partition("@")[0] for spec in specs]
 
 
 def strength_list(text: str) -> list[float]:
