@@ -52,6 +52,11 @@ def test_defaults_match_the_design():
         ("test_fraction", 1.0),
         ("device", "tpu"),
         ("generator", "gan"),
+        ("near_ood_recipes", "class-mix,blend"),
+        ("near_ood_recipes", "away@1.5"),
+        ("extrapolate_factor", 0.0),
+        ("extrapolate_factor", 5.5),
+        ("extrapolate_factor", float("inf")),
     ],
 )
 def test_invalid_value_raises_config_error_naming_the_parameter(param, value):
@@ -105,3 +110,10 @@ def test_data_config_alone_is_not_validated_until_asked():
     config = DataConfig(shots=0)
     with pytest.raises(ConfigError, match="shots"):
         config.validate()
+
+
+@pytest.mark.parametrize("scale", [0.0, 1.0])
+def test_away_needs_guidance_past_one(scale):
+    with pytest.raises(ConfigError, match="guidance_scale.*away"):
+        PretrainConfig(near_ood_recipes="class-mix,away", guidance_scale=scale)
+    PretrainConfig(near_ood_recipes="class-mix", guidance_scale=scale)  # fine without away
