@@ -129,9 +129,16 @@ def quality(backend, images, labels, names, args, device) -> None:
     for name, recipe in NEAR_OOD_RECIPES.items():
         w = torch.stack([recipe.build(int(y), k, rng)[0] for y in lab])
         s = recipe.default_strength
-        all_x.append(backend.img2img(src, w, s, guidance_scale=args.guidance, seeds=list(range(n))))
+        extra = {}
+        if recipe.negative_source:  # away: the source's class is the guidance's negative
+            extra["negative_weights"] = torch.stack(
+                [recipe.negative_weights(int(y), k) for y in lab]
+            )
+        all_x.append(
+            backend.img2img(src, w, s, guidance_scale=args.guidance, seeds=list(range(n)), **extra)
+        )
         all_y.append(lab)
-        weights_all.append(w)
+        weights_all.append(w[:, :k])  # the null column (away's target) is no class
         kinds += ["near_ood"] * n
         recipes += [name] * n
         strengths += [s] * n

@@ -210,7 +210,9 @@ class SyntheticConfig:
         "", "A generate run id or set folder; empty = make or reuse one from the settings."
     )
     alpha: float = param(0.5, "Probability that a drawn real image is replaced by a variant.")
-    near_ood_per_batch: int = param(64, "Near-OOD hard negatives per batch (positives+negatives).")
+    near_ood_per_batch: int = param(
+        64, "Near-OOD hard negatives per batch (synthetic with negatives)."
+    )
     oe_weight: float = param(
         0.5, "Outlier-exposure weight in the CE baseline (near-OOD images, feature outliers)."
     )
