@@ -3,6 +3,7 @@
     python bench/bench_ddpm.py                    # default model, 7 classes x 100 images
     python bench/bench_ddpm.py --train-steps 20   # quick look
     python bench/bench_ddpm.py --quality          # + reference-classifier check of recipes
+    python bench/bench_ddpm.py --load <generator folder> --quality   # a trained generator
 
 Uses Fashion-MNIST from /usr/share/datasets/fashion-mnist/ (or $FASHION_MNIST_DIR) when
 present (7 classes, the
@@ -69,7 +70,10 @@ def bench(args: argparse.Namespace, device: str) -> None:
     hyper = {"train_steps": args.train_steps} if args.train_steps else {}
     if args.max_minutes:
         hyper["max_minutes"] = args.max_minutes
-    backend = DDPMBackend(args.image_size, 1, k, device=device, **hyper)
+    if args.load:  # a saved generator (e.g. a generate run's cache folder): no training
+        backend = DDPMBackend.load(Path(args.load), device=device)
+    else:
+        backend = DDPMBackend(args.image_size, 1, k, device=device, **hyper)
     cfg = backend.config
     print(
         f"[{device}] data={source} images={tuple(images.shape)} params="
@@ -77,8 +81,9 @@ def bench(args: argparse.Namespace, device: str) -> None:
         f"batch={cfg.batch_size} threads={torch.get_num_threads()}"
     )
     start = time.perf_counter()
-    backend.fit(images, labels, names, progress=not args.no_progress)
-    seconds = time.perf_counter() - start
+    if not args.load:
+        backend.fit(images, labels, names, progress=not args.no_progress)
+    seconds = max(time.perf_counter() - start, 1e-9)
     losses = backend.loss_history
     print(
         f"[{device}] train: {backend.trained_steps} steps in {seconds:.1f} s "
@@ -170,6 +175,7 @@ def main() -> None:
     parser.add_argument("--device", default="", help="cpu or cuda; default both if CUDA")
     parser.add_argument("--quality", action="store_true")
     parser.add_argument("--save", default="")
+    parser.add_argument("--load", default="", help="a saved ddpm generator folder: no training")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args()
