@@ -30,6 +30,23 @@ become an image of the other known class: a wrong negative, not a near-OOD one),
 high-strength at 1.0, the weakest recipe: with a good generator its samples are plain
 members of the class. Read the ``quality/near_ood/...`` metrics before trusting a recipe
 on new data; a spec ``"name@strength"`` (e.g. ``class-mix@1.0``) overrides a default.
+
+Two recipes leave the classes by their conditioning rather than by strength alone:
+
+- ``away``: source-aware guidance (the literature's fix for SDEdit rarely changing an
+  image's class). Classifier-free guidance with the null conditioning as the target and
+  the source's class as the negative, eps = eps_source + s * (eps_null - eps_source), s =
+  ``guidance_scale`` (must be > 1). It removes what makes the image its class and adds no
+  other class, so it should not become "a plain image of another class" the way
+  other-class at 0.9 does.
+- ``extrapolate``: conditioning beyond the class embeddings (Dream-OOD, BOOD): the point
+  e_source + f * (e_source - e_other) for a random other class, f = ``extrapolate_factor``,
+  rescaled to the mean norm of the class embeddings so it stays at the scale the model
+  was trained on: past the source, on the side away from its neighbour, where no class is.
+  For Stable Diffusion the prompt embeddings are extrapolated token position by position.
+
+Both default to strength 0.75 so the source's layout survives; their figures are below
+the table once measured (``bench/bench_ddpm.py --quality``).
 """
 
 from __future__ import annotations

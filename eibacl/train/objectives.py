@@ -164,8 +164,11 @@ class CrossEntropyObjective:
             return self._sharded(x, labels, batch, generator, device, outliers)
         if outliers:
             x = torch.cat([x, augment(batch.negatives.to(device), generator)])
-        features = self.network.encoder(x)
-        logits = self.network.classifier(features).float()
+        if synthesise:  # the penultimate features are needed: run the two halves
+            features = self.network.encoder(x)
+            logits = self.network.classifier(features).float()
+        else:
+            logits = self.network(x).float()
         loss = F.cross_entropy(logits[: len(labels)], labels)
         if outliers:
             loss = loss + self.oe_weight * _uniform_ce(logits[len(labels) :])
