@@ -72,6 +72,11 @@ def bench(args: argparse.Namespace, device: str) -> None:
         hyper["max_minutes"] = args.max_minutes
     if args.load:  # a saved generator (e.g. a generate run's cache folder): no training
         backend = DDPMBackend.load(Path(args.load), device=device)
+        if backend.config.class_names != names:
+            raise SystemExit(
+                f"--load {args.load}: the generator knows {backend.config.class_names}, the "
+                f"benchmark's classes are {names}"
+            )
     else:
         backend = DDPMBackend(args.image_size, 1, k, device=device, **hyper)
     cfg = backend.config
