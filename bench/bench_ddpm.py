@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import json
 import os
 import struct
 import time
@@ -40,8 +41,12 @@ def _idx(path: Path) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
-def load_data(per_class: int, size: int, seed: int, split: str = "train"):
-    """(images uint8 N×1×size×size, labels, class names, source) for the benchmark."""
+def load_data(
+    per_class: int, size: int, seed: int, split: str = "train", classes: list[int] | None = None
+):
+    """(images uint8 N×1×size×size, labels, class names, source) for the benchmark;
+    `classes` (Fashion-MNIST label ids) default to the DESIGN split's 7."""
+    id_classes = ID_CLASSES if classes is None else classes
     prefix = "train" if split == "train" else "t10k"
     img_path = FMNIST / f"{prefix}-images-idx3-ubyte.gz"
     if img_path.is_file():
@@ -49,23 +54,30 @@ def load_data(per_class: int, size: int, seed: int, split: str = "train"):
         labels = _idx(FMNIST / f"{prefix}-labels-idx1-ubyte.gz").astype(np.int64)
         rng = np.random.default_rng(seed)
         keep_x, keep_y = [], []
-        for new, old in enumerate(ID_CLASSES):
+        for new, old in enumerate(id_classes):
             idx = rng.choice(np.flatnonzero(labels == old), per_class, replace=False)
             keep_x.append(images[idx])
             keep_y += [new] * per_class
         x = torch.from_numpy(np.concatenate(keep_x)).unsqueeze(1).float()
         x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
         x = x.round().clamp(0, 255).to(torch.uint8)
-        return x, torch.tensor(keep_y), [CLASS_NAMES[i] for i in ID_CLASSES], "fashion-mnist"
+        return x, torch.tensor(keep_y), [CLASS_NAMES[i] for i in id_classes], "fashion-mnist"
     gen = torch.Generator().manual_seed(seed)
-    k = len(ID_CLASSES)
+    k = len(id_classes)
     x = torch.randint(0, 256, (k * per_class, 1, size, size), generator=gen, dtype=torch.uint8)
     y = torch.arange(k).repeat_interleave(per_class)
     return x, y, [f"class{i}" for i in range(k)], "random"
 
 
 def bench(args: argparse.Namespace, device: str) -> None:
-    images, labels, names, source = load_data(args.per_class, args.image_size, args.seed)
+    classes = None
+    if args.load:  # the classes the saved generator was trained on
+        saved = json.loads((Path(args.load) / "config.json").read_text())
+        classes = [CLASS_NAMES.index(name) for name in saved["config"]["class_names"]]
+    args.classes = classes
+    images, labels, names, source = load_data(
+        args.per_class, args.image_size, args.seed, classes=classes
+    )
     k = len(names)
     hyper = {"train_steps": args.train_steps} if args.train_steps else {}
     if args.max_minutes:
@@ -121,7 +133,9 @@ def quality(backend, images, labels, names, args, device) -> None:
     k = len(names)
     start = time.perf_counter()
     clf = train_reference_classifier(images, labels, k, seed=args.seed, device=device)
-    val_x, val_y, _, _ = load_data(50, args.image_size, args.seed + 1, split="test")
+    val_x, val_y, _, _ = load_data(
+        50, args.image_size, args.seed + 1, split="test", classes=args.classes
+    )
     print(f"reference classifier trained in {time.perf_counter() - start:.1f} s")
     n = min(args.sample_images, images.shape[0])
     idx = torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(1))[:n]
