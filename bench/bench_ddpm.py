@@ -3,6 +3,7 @@
     python bench/bench_ddpm.py                    # default model, 7 classes x 100 images
     python bench/bench_ddpm.py --train-steps 20   # quick look
     python bench/bench_ddpm.py --quality          # + reference-classifier check of recipes
+    python bench/bench_ddpm.py --load <generator folder> --quality   # a trained generator
 
 Uses Fashion-MNIST from /usr/share/datasets/fashion-mnist/ (or $FASHION_MNIST_DIR) when
 present (7 classes, the
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import json
 import os
 import struct
 import time
@@ -39,8 +41,12 @@ def _idx(path: Path) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
-def load_data(per_class: int, size: int, seed: int, split: str = "train"):
-    """(images uint8 N×1×size×size, labels, class names, source) for the benchmark."""
+def load_data(
+    per_class: int, size: int, seed: int, split: str = "train", classes: list[int] | None = None
+):
+    """(images uint8 N×1×size×size, labels, class names, source) for the benchmark;
+    `classes` (Fashion-MNIST label ids) default to the DESIGN split's 7."""
+    id_classes = ID_CLASSES if classes is None else classes
     prefix = "train" if split == "train" else "t10k"
     img_path = FMNIST / f"{prefix}-images-idx3-ubyte.gz"
     if img_path.is_file():
@@ -48,28 +54,43 @@ def load_data(per_class: int, size: int, seed: int, split: str = "train"):
         labels = _idx(FMNIST / f"{prefix}-labels-idx1-ubyte.gz").astype(np.int64)
         rng = np.random.default_rng(seed)
         keep_x, keep_y = [], []
-        for new, old in enumerate(ID_CLASSES):
+        for new, old in enumerate(id_classes):
             idx = rng.choice(np.flatnonzero(labels == old), per_class, replace=False)
             keep_x.append(images[idx])
             keep_y += [new] * per_class
         x = torch.from_numpy(np.concatenate(keep_x)).unsqueeze(1).float()
         x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
         x = x.round().clamp(0, 255).to(torch.uint8)
-        return x, torch.tensor(keep_y), [CLASS_NAMES[i] for i in ID_CLASSES], "fashion-mnist"
+        return x, torch.tensor(keep_y), [CLASS_NAMES[i] for i in id_classes], "fashion-mnist"
     gen = torch.Generator().manual_seed(seed)
-    k = len(ID_CLASSES)
+    k = len(id_classes)
     x = torch.randint(0, 256, (k * per_class, 1, size, size), generator=gen, dtype=torch.uint8)
     y = torch.arange(k).repeat_interleave(per_class)
     return x, y, [f"class{i}" for i in range(k)], "random"
 
 
 def bench(args: argparse.Namespace, device: str) -> None:
-    images, labels, names, source = load_data(args.per_class, args.image_size, args.seed)
+    classes = None
+    if args.load:  # the classes the saved generator was trained on
+        saved = json.loads((Path(args.load) / "config.json").read_text())
+        classes = [CLASS_NAMES.index(name) for name in saved["config"]["class_names"]]
+    args.classes = classes
+    images, labels, names, source = load_data(
+        args.per_class, args.image_size, args.seed, classes=classes
+    )
     k = len(names)
     hyper = {"train_steps": args.train_steps} if args.train_steps else {}
     if args.max_minutes:
         hyper["max_minutes"] = args.max_minutes
-    backend = DDPMBackend(args.image_size, 1, k, device=device, **hyper)
+    if args.load:  # a saved generator (e.g. a generate run's cache folder): no training
+        backend = DDPMBackend.load(Path(args.load), device=device)
+        if backend.config.class_names != names:
+            raise SystemExit(
+                f"--load {args.load}: the generator knows {backend.config.class_names}, the "
+                f"benchmark's classes are {names}"
+            )
+    else:
+        backend = DDPMBackend(args.image_size, 1, k, device=device, **hyper)
     cfg = backend.config
     print(
         f"[{device}] data={source} images={tuple(images.shape)} params="
@@ -77,8 +98,9 @@ def bench(args: argparse.Namespace, device: str) -> None:
         f"batch={cfg.batch_size} threads={torch.get_num_threads()}"
     )
     start = time.perf_counter()
-    backend.fit(images, labels, names, progress=not args.no_progress)
-    seconds = time.perf_counter() - start
+    if not args.load:
+        backend.fit(images, labels, names, progress=not args.no_progress)
+    seconds = max(time.perf_counter() - start, 1e-9)
     losses = backend.loss_history
     print(
         f"[{device}] train: {backend.trained_steps} steps in {seconds:.1f} s "
@@ -111,7 +133,9 @@ def quality(backend, images, labels, names, args, device) -> None:
     k = len(names)
     start = time.perf_counter()
     clf = train_reference_classifier(images, labels, k, seed=args.seed, device=device)
-    val_x, val_y, _, _ = load_data(50, args.image_size, args.seed + 1, split="test")
+    val_x, val_y, _, _ = load_data(
+        50, args.image_size, args.seed + 1, split="test", classes=args.classes
+    )
     print(f"reference classifier trained in {time.perf_counter() - start:.1f} s")
     n = min(args.sample_images, images.shape[0])
     idx = torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(1))[:n]
@@ -129,9 +153,16 @@ def quality(backend, images, labels, names, args, device) -> None:
     for name, recipe in NEAR_OOD_RECIPES.items():
         w = torch.stack([recipe.build(int(y), k, rng)[0] for y in lab])
         s = recipe.default_strength
-        all_x.append(backend.img2img(src, w, s, guidance_scale=args.guidance, seeds=list(range(n))))
+        extra = {}
+        if recipe.negative_source:  # away: the source's class is the guidance's negative
+            extra["negative_weights"] = torch.stack(
+                [recipe.negative_weights(int(y), k) for y in lab]
+            )
+        all_x.append(
+            backend.img2img(src, w, s, guidance_scale=args.guidance, seeds=list(range(n)), **extra)
+        )
         all_y.append(lab)
-        weights_all.append(w)
+        weights_all.append(w[:, :k])  # the null column (away's target) is no class
         kinds += ["near_ood"] * n
         recipes += [name] * n
         strengths += [s] * n
@@ -163,6 +194,7 @@ def main() -> None:
     parser.add_argument("--device", default="", help="cpu or cuda; default both if CUDA")
     parser.add_argument("--quality", action="store_true")
     parser.add_argument("--save", default="")
+    parser.add_argument("--load", default="", help="a saved ddpm generator folder: no training")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args()

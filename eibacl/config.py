@@ -8,6 +8,7 @@ them (`python -m eibacl.mlproject`; a test fails when the file is stale).
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -141,9 +142,17 @@ class GenerateConfig:
     num_near_ood: int = param(2, "Near-OOD variants per real training image.")
     near_ood_recipes: str = param(
         "class-mix,other-class",
-        "Near-OOD recipes, comma-separated: high-strength, class-mix, other-class.",
+        "Near-OOD recipes, comma-separated: high-strength, class-mix, other-class, away, "
+        "extrapolate; 'name@strength' sets a recipe's strength.",
     )
-    guidance_scale: float = param(3.0, "Classifier-free guidance scale.")
+    guidance_scale: float = param(
+        3.0, "Classifier-free guidance scale (for the away recipe > 1: the push from the source)."
+    )
+    extrapolate_factor: float = param(
+        1.0,
+        "How far past the source class the extrapolate recipe conditions: "
+        "e_source + f * (e_source - e_other), rescaled to the class embeddings' mean norm.",
+    )
     generator_steps: int = param(300, "Training steps of the embedded ddpm generator.")
     inference_steps: int = param(
         25, "Denoising steps of the full schedule (strength runs a share)."
@@ -185,32 +194,89 @@ class GenerateConfig:
         )
         for value in strength_list(self.strength):
             _require(0 < value <= 1, "strength", self.strength, "each value must be in (0, 1]")
-        from eibacl.generate.recipes import parse_recipes  # recipes import this module
+        _require(
+            math.isfinite(self.extrapolate_factor) and 0 < self.extrapolate_factor <= 5,
+            "extrapolate_factor",
+            self.extrapolate_factor,
+            "use a factor in (0, 5] (1 = as far past the source as the other class is before it)",
+        )
+        names = recipe_names(self.near_ood_recipes)
+        _require(
+            "away" not in names or self.guidance_scale > 1,
+            "guidance_scale",
+            self.guidance_scale,
+            "the away recipe needs guidance_scale > 1 to push away from the source class (e.g. 3)",
+        )
 
-        try:
-            parse_recipes(self.near_ood_recipes)
-        except ValueError as exc:
-            raise ConfigError(
-                f"near_ood_recipes={self.near_ood_recipes!r} is invalid: {exc}"
-            ) from None
 
-
-SYNTHETIC_MODES = ("none", "positives", "positives+negatives")
+SYNTHETIC_COMPONENTS = ("positives", "negatives", "features")
+SYNTHETIC_MODES = ("none", "positives", "positives+negatives")  # the study's original grid
 SYNTHETIC_FILTERS = ("none", "judge")
+
+
+def synthetic_components(text: str, name: str = "synthetic") -> tuple[str, ...]:
+    """'positives+features' -> ('positives', 'features'); 'none' -> ().
+
+    The one parser of a synthetic mode: a '+'-joined set of positives (DA-Fusion variants),
+    negatives (near-OOD images, contrast-only) and features (outlier embeddings synthesised
+    every step, no images), written in that canonical order. `name` is the parameter that
+    is named in the error (`synthetic`, or `modes` of compare).
+    """
+    value = str(text).strip()
+    if value == "none":
+        return ()
+    parts = [part.strip() for part in value.split("+")]
+    valid = "none or a '+'-joined set of " + ", ".join(SYNTHETIC_COMPONENTS)
+    unknown = [part for part in parts if part not in SYNTHETIC_COMPONENTS]
+    if unknown or not value:
+        raise ConfigError(
+            f"{name}={text!r} is invalid: unknown component(s) "
+            f"{', '.join(map(repr, unknown or ['']))}; use {valid} (e.g. positives+negatives)."
+        )
+    canonical = tuple(c for c in SYNTHETIC_COMPONENTS if c in parts)
+    if len(parts) != len(set(parts)) or tuple(parts) != canonical:
+        raise ConfigError(
+            f"{name}={text!r} is invalid: write each component once in the order "
+            f"{' + '.join(SYNTHETIC_COMPONENTS)}, i.e. {'+'.join(canonical)}."
+        )
+    return canonical
+
+
+def needs_synthetic_set(mode: str) -> bool:
+    """Whether a synthetic mode uses generated images (features alone makes none)."""
+    return any(c in ("positives", "negatives") for c in synthetic_components(mode))
 
 
 @dataclass
 class SyntheticConfig:
     synthetic: str = param(
         "positives+negatives",
-        "Synthetic data in training: none | positives | positives+negatives.",
+        "Synthetic data in training: none, or a '+'-joined set of positives (DA-Fusion "
+        "variants), negatives (near-OOD images, contrast-only) and features (outlier "
+        "embeddings synthesised each step, no images), e.g. positives+negatives+features.",
     )
     synthetic_set: str = param(
         "", "A generate run id or set folder; empty = make or reuse one from the settings."
     )
     alpha: float = param(0.5, "Probability that a drawn real image is replaced by a variant.")
-    near_ood_per_batch: int = param(64, "Near-OOD hard negatives per batch (positives+negatives).")
-    oe_weight: float = param(0.5, "Outlier-exposure weight for near-OOD images in the CE baseline.")
+    near_ood_per_batch: int = param(
+        64, "Near-OOD hard negatives per batch (synthetic with negatives)."
+    )
+    oe_weight: float = param(
+        0.5, "Outlier-exposure weight in the CE baseline (near-OOD images, feature outliers)."
+    )
+    feature_negatives_per_batch: int = param(
+        64, "Outlier embeddings synthesised per batch (synthetic with features)."
+    )
+    feature_noise: float = param(
+        0.1, "Std of the Gaussian noise added per coordinate to boundary embeddings (features)."
+    )
+    feature_boundary_quantile: float = param(
+        0.8,
+        "Embeddings of a class at or past this quantile of distance to the class mean are its "
+        "boundary, where feature negatives are seeded (0 = every embedding).",
+    )
+
     synthetic_filter: str = param(
         "none",
         "Filter of the synthetic set before training: none | judge (keep ID variants that stay "
@@ -231,17 +297,30 @@ class SyntheticConfig:
             "use " + " or ".join(SYNTHETIC_FILTERS),
         )
         _require(self.oversample >= 1, "oversample", self.oversample, "use oversample >= 1")
-        _require(
-            self.synthetic in SYNTHETIC_MODES,
-            "synthetic",
-            self.synthetic,
-            "use one of " + " | ".join(SYNTHETIC_MODES),
-        )
+        synthetic_components(self.synthetic)
         _require(0 <= self.alpha <= 1, "alpha", self.alpha, "use a probability in [0, 1]")
         _require(
             self.near_ood_per_batch >= 0, "near_ood_per_batch", self.near_ood_per_batch, "use >= 0"
         )
         _require(self.oe_weight >= 0, "oe_weight", self.oe_weight, "use >= 0")
+        _require(
+            self.feature_negatives_per_batch >= 0,
+            "feature_negatives_per_batch",
+            self.feature_negatives_per_batch,
+            "use >= 0",
+        )
+        _require(
+            math.isfinite(self.feature_noise) and self.feature_noise >= 0,
+            "feature_noise",
+            self.feature_noise,
+            "use a standard deviation >= 0 (e.g. 0.1)",
+        )
+        _require(
+            0 <= self.feature_boundary_quantile < 1,
+            "feature_boundary_quantile",
+            self.feature_boundary_quantile,
+            "use a quantile in [0, 1) (e.g. 0.8)",
+        )
 
 
 @dataclass
@@ -276,6 +355,18 @@ class EvalConfig:
             self.far_ood,
             "use auto, mnist, none or folder:<path to images>",
         )
+
+
+def recipe_names(text: str) -> list[str]:
+    """The near-OOD recipe names in `near_ood_recipes` (validated; ConfigError naming it)."""
+    from eibacl.generate.recipes import parse_recipes  # torch: only when a config is checked
+
+    try:
+        specs = parse_recipes(text)
+    except ValueError as exc:
+        message = str(exc).removeprefix("near_ood_recipes: ")
+        raise ConfigError(f"near_ood_recipes={text!r} is invalid: {message}.") from exc
+    return [spec.partition("@")[0] for spec in specs]
 
 
 def strength_list(text: str) -> list[float]:
@@ -369,7 +460,8 @@ class CompareParams:
     )
     methods: str = param("supcon,ce", "Methods to compare: supcon, ce.")
     modes: str = param(
-        "none,positives,positives+negatives", "Synthetic modes to compare (see `synthetic`)."
+        ",".join(SYNTHETIC_MODES),
+        "Synthetic modes to compare, comma-separated (each as in `synthetic`).",
     )
 
     def validate(self) -> None:
@@ -377,9 +469,7 @@ class CompareParams:
         for method in self.methods.split(","):
             _require(method in ("supcon", "ce"), "methods", self.methods, "use supcon and/or ce")
         for mode in self.modes.split(","):
-            _require(
-                mode in SYNTHETIC_MODES, "modes", self.modes, "use " + ", ".join(SYNTHETIC_MODES)
-            )
+            synthetic_components(mode, name="modes")
 
 
 @dataclass
@@ -492,20 +582,26 @@ class TuneParams:
             (self.near_ood_min, self.near_ood_max),
             "use 0 <= near_ood_min < near_ood_max",
         )
-        synthetic = getattr(self, "synthetic", "none")
-        for name in ("strength", "alpha"):
-            _require(
-                name not in names or synthetic != "none",
-                "search",
-                self.search,
-                f"{name} only matters with synthetic data: drop it from search or use "
-                "synthetic=positives or positives+negatives",
-            )
+        components = synthetic_components(getattr(self, "synthetic", "none"))
         _require(
-            "near_ood_per_batch" not in names or synthetic == "positives+negatives",
+            "strength" not in names or needs_synthetic_set(getattr(self, "synthetic", "none")),
             "search",
             self.search,
-            "near_ood_per_batch only matters with synthetic=positives+negatives",
+            "strength only matters with synthetic images: drop it from search or use "
+            "synthetic=positives or positives+negatives",
+        )
+        _require(
+            "alpha" not in names or "positives" in components,
+            "search",
+            self.search,
+            "alpha only matters with synthetic positives: drop it from search or use "
+            "synthetic=positives or positives+negatives",
+        )
+        _require(
+            "near_ood_per_batch" not in names or "negatives" in components,
+            "search",
+            self.search,
+            "near_ood_per_batch only matters with synthetic negatives (e.g. positives+negatives)",
         )
         _require(
             "strength" not in names or not getattr(self, "synthetic_set", ""),

@@ -52,6 +52,11 @@ def test_defaults_match_the_design():
         ("test_fraction", 1.0),
         ("device", "tpu"),
         ("generator", "gan"),
+        ("near_ood_recipes", "class-mix,blend"),
+        ("near_ood_recipes", "away@1.5"),
+        ("extrapolate_factor", 0.0),
+        ("extrapolate_factor", 5.5),
+        ("extrapolate_factor", float("inf")),
     ],
 )
 def test_invalid_value_raises_config_error_naming_the_parameter(param, value):
@@ -111,3 +116,10 @@ def test_data_config_alone_is_not_validated_until_asked():
 def test_an_unknown_near_ood_recipe_names_the_parameter(config_cls):
     with pytest.raises(ConfigError, match=r"near_ood_recipes='foo' is invalid: .*class-mix"):
         config_cls(near_ood_recipes="foo")
+
+
+@pytest.mark.parametrize("scale", [0.0, 1.0])
+def test_away_needs_guidance_past_one(scale):
+    with pytest.raises(ConfigError, match="guidance_scale.*away"):
+        PretrainConfig(near_ood_recipes="class-mix,away", guidance_scale=scale)
+    PretrainConfig(near_ood_recipes="class-mix", guidance_scale=scale)  # fine without away

@@ -23,10 +23,17 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from eibacl.generate.backend import GeneratorBackend, validate_strength
-from eibacl.generate.recipes import ID, parse_recipes, resolve_recipe
+from eibacl.generate.recipes import (
+    ID,
+    NEAR_OOD_RECIPES,
+    RecipeParams,
+    parse_recipes,
+    resolve_recipe,
+)
 from eibacl.generate.synthetic_set import (
     IMAGES_DIR,
     ManifestRow,
@@ -54,9 +61,17 @@ def generation_settings(
     guidance_scale: float,
     seed: int,
     use_masks: bool = False,
+    recipe_params: RecipeParams | None = None,
 ) -> dict[str, Any]:
-    """The settings dict that, with data, split and backend fingerprints, keys a set."""
-    return {
+    """The settings dict that, with data, split and backend fingerprints, keys a set.
+
+    A recipe setting enters only when a recipe that reads it is used, so the sets made
+    before it existed keep their keys."""
+    params = recipe_params or RecipeParams()
+    extra = {}
+    if any(resolve_recipe(spec)[0].name == "extrapolate" for spec in near_ood_recipes):
+        extra["extrapolate_factor"] = float(params.extrapolate_factor)
+    return extra | {
         "version": SETTINGS_VERSION,
         "num_synthetic": int(num_synthetic),
         "strengths": [float(s) for s in strengths],
@@ -68,11 +83,14 @@ def generation_settings(
     }
 
 
-def conditioning_weights(rows: Sequence[ManifestRow], num_classes: int) -> torch.Tensor:
+def conditioning_weights(
+    rows: Sequence[ManifestRow], num_classes: int, recipe_params: RecipeParams | None = None
+) -> torch.Tensor:
     """The class-weights rows (N×K) that made ``rows``, recomputed from recipe and seed.
 
     The manifest stores no weights; each recipe's random choice (e.g. the other class) is
-    drawn from the variant's own seed, so it can be replayed exactly.
+    drawn from the variant's own seed, so it can be replayed exactly. The null column of a
+    row (``away``'s target) is left out: such a row is all zeros, conditioned on no class.
     """
     out = torch.zeros(len(rows), num_classes)
     for i, row in enumerate(rows):
@@ -81,8 +99,20 @@ def conditioning_weights(rows: Sequence[ManifestRow], num_classes: int) -> torch
             continue
         recipe, _ = resolve_recipe(row.recipe)
         rng = np.random.default_rng(row.seed)
-        out[i], _ = recipe.build(row.label, num_classes, rng, strength=row.strength)
+        weights, _ = recipe.build(
+            row.label, num_classes, rng, strength=row.strength, params=recipe_params
+        )
+        out[i] = weights[:num_classes]
     return out
+
+
+def recipe_params_of(settings: dict[str, Any]) -> RecipeParams:
+    """The recipe settings a set was made with (its ``generation`` settings)."""
+    generation = settings.get("generation", settings)
+    default = RecipeParams()
+    return RecipeParams(
+        extrapolate_factor=float(generation.get("extrapolate_factor", default.extrapolate_factor))
+    )
 
 
 @dataclass
@@ -90,6 +120,7 @@ class _Task:
     source_index: int
     row: ManifestRow
     weights: torch.Tensor
+    negative: torch.Tensor | None = None  # K+1 row; None = the null
 
 
 def _sources_digest(source_ids: Sequence[str], labels: torch.Tensor) -> str:
@@ -130,7 +161,7 @@ def _validate(
     if num_near_ood > 0 and not specs:
         raise ValueError(
             "num_near_ood > 0 but no near-OOD recipe given: name at least one "
-            "(high-strength, class-mix, other-class) or set num_near_ood=0"
+            "(" + ", ".join(sorted(NEAR_OOD_RECIPES)) + ") or set num_near_ood=0"
         )
     if images.dtype != torch.uint8 or images.ndim != 4:
         raise ValueError(f"images must be uint8 N×C×H×W, got {images.dtype} {tuple(images.shape)}")
@@ -168,6 +199,7 @@ def _plan(
     seed: int,
     backend_name: str,
     fingerprint: str,
+    recipe_params: RecipeParams | None = None,
 ) -> list[_Task]:
     k = len(class_names)
     tasks: list[_Task] = []
@@ -180,11 +212,15 @@ def _plan(
         for kind, j, spec in variants:
             variant_seed = derive_seed(seed, str(sid), kind, j)
             rng = np.random.default_rng(variant_seed)
+            negative = None
             if kind == "id":
                 weights, strength = ID.build(label, k, rng, strengths=strengths)
             else:
                 recipe, override = resolve_recipe(spec)
-                weights, strength = recipe.build(label, k, rng, strength=override)
+                weights, strength = recipe.build(
+                    label, k, rng, strength=override, params=recipe_params
+                )
+                negative = recipe.negative_weights(label, k)
             synthetic_id = f"{base}__{'id' if kind == 'id' else 'ood'}{j:03d}"
             row = ManifestRow(
                 synthetic_id=synthetic_id,
@@ -199,7 +235,7 @@ def _plan(
                 model_fingerprint=fingerprint,
                 file=f"{IMAGES_DIR}/{synthetic_id}.png",
             )
-            tasks.append(_Task(i, row, weights))
+            tasks.append(_Task(i, row, weights, negative))
     return tasks
 
 
@@ -222,6 +258,7 @@ def generate_synthetic_set(
     masks: torch.Tensor | None = None,
     key: SyntheticSetKey | None = None,
     across_ranks: bool = False,
+    recipe_params: RecipeParams | None = None,
 ) -> Path:
     """Make (or finish, or reuse) the synthetic set of ``images`` in ``out_dir``.
 
@@ -256,6 +293,7 @@ def generate_synthetic_set(
             guidance_scale=guidance_scale,
             seed=seed,
             use_masks=masks is not None,
+            recipe_params=recipe_params,
         ),
         "backend": backend.name,
         "model_fingerprint": fingerprint,
@@ -277,6 +315,7 @@ def generate_synthetic_set(
         seed,
         backend.name,
         fingerprint,
+        recipe_params,
     )
     if across_ranks:
         from eibacl import distributed
@@ -325,13 +364,23 @@ def _render(
 ) -> None:
     """Make one batch of variants (all at one strength) and write each with its row."""
     index = torch.tensor([t.source_index for t in chunk])
+    width = max(len(t.weights) for t in chunk)  # K, or K+1 when a row uses the null
+    weights = torch.stack([F.pad(t.weights, (0, width - len(t.weights))) for t in chunk])
+    extra: dict[str, Any] = {}
+    negatives = [t.negative for t in chunk if t.negative is not None]
+    if negatives:  # only then, so a backend without source-aware guidance still works
+        null = F.one_hot(torch.tensor(len(negatives[0]) - 1), len(negatives[0])).float()
+        extra["negative_weights"] = torch.stack(
+            [null if t.negative is None else t.negative for t in chunk]
+        )
     out = backend.img2img(
         images[index],
-        torch.stack([t.weights for t in chunk]),
+        weights,
         strength,
         guidance_scale=guidance_scale,
         seeds=[t.row.seed for t in chunk],
         masks=None if masks is None else masks[index],
+        **extra,
     )
     for task, image in zip(chunk, out):
         writer.write(task.row, image)

@@ -5,6 +5,13 @@ images into variants with image-to-image diffusion (SDEdit, `img2img`). Conditio
 row of class weights per image: one-hot is "a photo of class k"; a row that mixes two
 classes interpolates their learned embeddings (the DA-Fusion textual-inversion tokens, or
 the class embeddings of the embedded DDPM).
+
+Rows sum to 1. A row may carry one more column, the null (unconditional) conditioning,
+and may have negative entries: an affine combination past the classes (extrapolation),
+which backends rescale to the mean norm of the class conditionings so that it stays at
+the scale the model was trained on. ``negative_weights`` (B x (K+1), null last; default
+the null) is the negative of classifier-free guidance:
+``eps = eps_neg + guidance_scale * (eps_cond - eps_neg)``.
 """
 
 from __future__ import annotations
@@ -46,6 +53,7 @@ class GeneratorBackend(Protocol):
         guidance_scale: float,
         seeds: list[int],
         masks: torch.Tensor | None = None,
+        negative_weights: torch.Tensor | None = None,
     ) -> torch.Tensor: ...
 
     def save(self, directory: Path) -> None: ...
@@ -86,6 +94,7 @@ def validate_img2img_inputs(
     seeds: list[int],
     num_classes: int,
     masks: torch.Tensor | None = None,
+    negative_weights: torch.Tensor | None = None,
 ) -> None:
     """Check the shapes, dtypes and value ranges of an ``img2img`` call."""
     if images.dtype != torch.uint8 or images.ndim != 4:
@@ -93,19 +102,45 @@ def validate_img2img_inputs(
             f"images must be uint8 N×C×H×W, got {images.dtype} of shape {tuple(images.shape)}"
         )
     n = images.shape[0]
-    if class_weights.ndim != 2 or class_weights.shape != (n, num_classes):
+    k = num_classes
+    if class_weights.ndim != 2 or class_weights.shape not in ((n, k), (n, k + 1)):
         raise ValueError(
-            f"class_weights must have shape ({n}, {num_classes}) (one row per image, one column "
-            f"per class), got {tuple(class_weights.shape)}"
+            f"class_weights must have shape ({n}, {k}) (one row per image, one column per "
+            f"class) or ({n}, {k + 1}) (the null last), got {tuple(class_weights.shape)}"
         )
-    weights = class_weights.detach().float().cpu()
-    if not torch.isfinite(weights).all() or (weights < 0).any():
-        raise ValueError("class_weights must be finite and non-negative")
-    if n and not torch.allclose(weights.sum(dim=1), torch.ones(n), atol=1e-4):
-        raise ValueError("each row of class_weights must sum to 1")
+    _check_rows("class_weights", class_weights)
+    if negative_weights is not None:
+        if tuple(negative_weights.shape) != (n, k + 1):
+            raise ValueError(
+                f"negative_weights must have shape ({n}, {k + 1}) (the null last), got "
+                f"{tuple(negative_weights.shape)}"
+            )
+        _check_rows("negative_weights", negative_weights)
     if len(seeds) != n:
         raise ValueError(f"need one seed per image: got {len(seeds)} seeds for {n} images")
     if masks is not None:
         expected = (n, 1, images.shape[2], images.shape[3])
         if tuple(masks.shape) != expected:
             raise ValueError(f"masks must have shape {expected}, got {tuple(masks.shape)}")
+
+
+def _check_rows(name: str, weights: torch.Tensor) -> None:
+    rows = weights.detach().float().cpu()
+    if not torch.isfinite(rows).all():
+        raise ValueError(f"{name} must be finite")
+    if len(rows) and not torch.allclose(rows.sum(dim=1), torch.ones(len(rows)), atol=1e-4):
+        raise ValueError(f"each row of {name} must sum to 1")
+
+
+def mix_rows(weights: torch.Tensor, table: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Conditionings (B x ...) mixed from ``table`` ((K+1) x ..., null last) by ``weights``
+    (B x K or B x (K+1)); rows with a negative weight (extrapolations) are rescaled to the
+    mean norm of the K class rows, position by position over the last dimension."""
+    w = weights.to(table.dtype)
+    mixed = torch.einsum("bk,k...->b...", w, table[: w.shape[1]])
+    outside = (w < 0).any(dim=1)
+    if outside.any():
+        target = table[:num_classes].norm(dim=-1).mean(dim=0)  # ... (per position)
+        norms = mixed[outside].norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        mixed[outside] = mixed[outside] / norms * target.unsqueeze(-1)
+    return mixed

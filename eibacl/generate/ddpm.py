@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from eibacl.generate.backend import validate_img2img_inputs, validate_strength
+from eibacl.generate.backend import mix_rows, validate_img2img_inputs, validate_strength
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -138,9 +138,9 @@ class _ConditionalUNet(nn.Module):
         self.null_index = cfg.num_classes
 
     def embed(self, class_weights: torch.Tensor) -> torch.Tensor:
-        """Mix the class embedding rows by ``class_weights`` (B×K) into B×D vectors."""
-        table = self.class_embedding.weight[: self.null_index]
-        return class_weights.to(table.dtype) @ table
+        """Mix the embedding rows by ``class_weights`` (B×K, or B×(K+1) with the null last)
+        into B×D vectors; extrapolations are rescaled to the class rows' mean norm."""
+        return mix_rows(class_weights, self.class_embedding.weight, self.null_index)
 
     def null(self, batch: int) -> torch.Tensor:
         return self.class_embedding.weight[self.null_index].expand(batch, -1)
@@ -338,19 +338,24 @@ class DDPMBackend:
         seeds: list[int],
         masks: torch.Tensor | None = None,
         progress: bool = False,
+        negative_weights: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """SDEdit: noise ``images`` to ``strength`` and denoise under class guidance.
 
         Runs ``round(strength * inference_steps)`` of the ``inference_steps`` DDIM steps
         (at least one). With ``masks`` (B×1×H×W, 1 = object), only the object region is
         regenerated and the rest is kept from the input (RePaint-style blending).
+        ``negative_weights`` (B×(K+1), null last) replace the null as the guidance's
+        negative (see `eibacl.generate.backend`).
         """
         cfg = self.config
         strength = validate_strength(strength)
         if guidance_scale < 0:
             raise ValueError(f"guidance_scale must be >= 0, got {guidance_scale}")
         self._check_images(images)
-        validate_img2img_inputs(images, class_weights, list(seeds), cfg.num_classes, masks)
+        validate_img2img_inputs(
+            images, class_weights, list(seeds), cfg.num_classes, masks, negative_weights
+        )
         out = torch.empty_like(images)
         chunk = cfg.sample_batch_size or (512 if self.device.type == "cuda" else 32)
         bar = tqdm(total=images.shape[0], desc="ddpm img2img", disable=not progress, leave=False)
@@ -364,6 +369,7 @@ class DDPMBackend:
                 guidance_scale,
                 list(seeds[lo:hi]),
                 part_masks,
+                None if negative_weights is None else negative_weights[lo:hi],
             )
             bar.update(hi - lo)
         bar.close()
@@ -377,6 +383,7 @@ class DDPMBackend:
         guidance_scale: float,
         seeds: list[int],
         masks: torch.Tensor | None,
+        negative_weights: torch.Tensor | None = None,
     ) -> torch.Tensor:
         cfg = self.config
         _, sched = _make_schedulers(cfg)
@@ -395,8 +402,12 @@ class DDPMBackend:
             keep = 1.0 - (masks.to(self.device).float() > 0.5).float()
 
         cond = self.model.embed(class_weights.to(self.device).float())
+        if negative_weights is None:
+            negative = self.model.null(b)
+        else:
+            negative = self.model.embed(negative_weights.to(self.device).float())
         use_cfg = guidance_scale != 1.0
-        emb = torch.cat([cond, self.model.null(b)]) if use_cfg else cond
+        emb = torch.cat([cond, negative]) if use_cfg else cond
         for i, t in enumerate(timesteps):
             model_in = torch.cat([x, x]) if use_cfg else x
             t_batch = torch.full((model_in.shape[0],), int(t), device=self.device)

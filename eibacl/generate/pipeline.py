@@ -31,6 +31,7 @@ from eibacl.generate.augment import (
     conditioning_weights,
     generate_synthetic_set,
     generation_settings,
+    recipe_params_of,
 )
 from eibacl.generate.backend import GeneratorBackend
 from eibacl.generate.estimate import PROBE_STEPS, estimate_fit_seconds
@@ -45,7 +46,7 @@ from eibacl.generate.judge import (
     verdicts,
 )
 from eibacl.generate.quality import synthetic_quality, train_reference_classifier
-from eibacl.generate.recipes import parse_recipes, resolve_recipe
+from eibacl.generate.recipes import RecipeParams, parse_recipes, resolve_recipe
 from eibacl.generate.resized import ResizedBackend, generator_size
 from eibacl.generate.synthetic_set import SyntheticSet, SyntheticSetKey, is_complete
 from eibacl.paths import cache_dir
@@ -202,6 +203,11 @@ def backend_class(config: GenerateConfig) -> type:
     return StableDiffusionBackend
 
 
+def recipe_params(config: GenerateConfig) -> RecipeParams:
+    """The recipes' settings from the generate parameters."""
+    return RecipeParams(extrapolate_factor=config.extrapolate_factor)
+
+
 def set_key(
     config: GenerateConfig, data: TrainingData, backend_fingerprint: str
 ) -> SyntheticSetKey:
@@ -216,6 +222,7 @@ def set_key(
             guidance_scale=config.guidance_scale,
             seed=config.generator_seed,
             use_masks=_use_masks(config),
+            recipe_params=recipe_params(config),
         ),
         backend_fingerprint=backend_fingerprint,
     )
@@ -275,6 +282,7 @@ def ensure_synthetic_set(
             masks=object_masks(data.train_x) if _use_masks(config) else None,
             key=key,
             across_ranks=distributed.world_size() > 1,  # torchrun: each rank a share
+            recipe_params=recipe_params(config),
         )
     synthetic = SyntheticSet.open(folder)
     kinds = synthetic.kinds
@@ -308,7 +316,9 @@ def _quality(
         synthetic.kinds,
         synthetic.recipes,
         strengths=synthetic.strengths,
-        class_weights=conditioning_weights(synthetic.rows, data.num_classes),
+        class_weights=conditioning_weights(
+            synthetic.rows, data.num_classes, recipe_params_of(synthetic.settings)
+        ),
         real_val_images=data.val_x,
         real_val_labels=data.val_y,
     )
@@ -369,11 +379,14 @@ def sample_figures(
     }
     by_recipe = {}
     rng = np.random.default_rng(config.generator_seed)
+    params = recipe_params(config)
     for spec in parse_recipes(config.near_ood_recipes):
         recipe, strength = resolve_recipe(spec)
         variants = []
         for c in range(k):
-            weights, value = recipe.build(c, k, rng, strength=strength)
+            weights, value = recipe.build(c, k, rng, strength=strength, params=params)
+            negative = recipe.negative_weights(c, k)
+            extra = {} if negative is None else {"negative_weights": negative[None]}
             variants.append(
                 backend.img2img(
                     sources[c : c + 1],
@@ -381,6 +394,7 @@ def sample_figures(
                     value,
                     guidance_scale=config.guidance_scale,
                     seeds=[c],
+                    **extra,
                 )
             )
         by_recipe[spec] = torch.cat(variants)

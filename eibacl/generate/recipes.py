@@ -30,6 +30,23 @@ become an image of the other known class: a wrong negative, not a near-OOD one),
 high-strength at 1.0, the weakest recipe: with a good generator its samples are plain
 members of the class. Read the ``quality/near_ood/...`` metrics before trusting a recipe
 on new data; a spec ``"name@strength"`` (e.g. ``class-mix@1.0``) overrides a default.
+
+Two recipes leave the classes by their conditioning rather than by strength alone:
+
+- ``away``: source-aware guidance (the literature's fix for SDEdit rarely changing an
+  image's class). Classifier-free guidance with the null conditioning as the target and
+  the source's class as the negative, eps = eps_source + s * (eps_null - eps_source), s =
+  ``guidance_scale`` (must be > 1). It removes what makes the image its class and adds no
+  other class, so it should not become "a plain image of another class" the way
+  other-class at 0.9 does.
+- ``extrapolate``: conditioning beyond the class embeddings (Dream-OOD, BOOD): the point
+  e_source + f * (e_source - e_other) for a random other class, f = ``extrapolate_factor``,
+  rescaled to the mean norm of the class embeddings so it stays at the scale the model
+  was trained on: past the source, on the side away from its neighbour, where no class is.
+  For Stable Diffusion the prompt embeddings are extrapolated token position by position.
+
+Both default to strength 0.75 so the source's layout survives; their figures are below
+the table once measured (``bench/bench_ddpm.py --quality``).
 """
 
 from __future__ import annotations
@@ -59,14 +76,37 @@ def _other_class(label: int, num_classes: int, rng: np.random.Generator) -> int:
 
 
 @dataclass(frozen=True)
+class RecipeParams:
+    """Settings some recipes read (one default each, in `eibacl.config.GenerateConfig`)."""
+
+    extrapolate_factor: float = 1.0
+
+
+WeightsFn = Callable[[int, int, np.random.Generator, RecipeParams], torch.Tensor]
+
+
+@dataclass(frozen=True)
 class Recipe:
-    """A named way to condition a variant; ``build`` returns its weights row and strength."""
+    """A named way to condition a variant; ``build`` returns its weights row and strength.
+
+    The weights row has K entries (one per class) that sum to 1, or K + 1 with the null
+    (unconditional) conditioning last; a negative entry is an extrapolation past the
+    classes (see `eibacl.generate.backend`). ``negative_source`` recipes guide *away* from
+    the source's class: it replaces the null as the negative of classifier-free guidance.
+    """
 
     name: str
     kind: str  # "id" or "near_ood"
     default_strength: float | None
     description: str
-    _weights: Callable[[int, int, np.random.Generator], torch.Tensor]
+    _weights: WeightsFn
+    negative_source: bool = False
+
+    def negative_weights(self, label: int, num_classes: int) -> torch.Tensor | None:
+        """The K+1 negative-conditioning row (source one-hot) or None (the null, as usual)."""
+        if not self.negative_source:
+            return None
+        return _one_hot(label, num_classes + 1)
 
     def build(
         self,
@@ -76,11 +116,12 @@ class Recipe:
         *,
         strengths: Sequence[float] | None = None,
         strength: float | None = None,
+        params: RecipeParams | None = None,
     ) -> tuple[torch.Tensor, float]:
-        """Return ``(class_weights row of length K, strength)`` for a source of ``label``.
+        """Return ``(class_weights row of length K or K+1, strength)`` for a source of ``label``.
 
         ``strengths``: list to draw from (required for ``"id"``); ``strength`` overrides the
-        recipe's default for near-OOD recipes.
+        recipe's default for near-OOD recipes; ``params`` the recipes' settings.
         """
         if not 0 <= label < num_classes:
             raise ValueError(f"label {label} is outside [0, {num_classes})")
@@ -92,18 +133,24 @@ class Recipe:
             if not strengths:
                 raise ValueError(f"recipe {self.name!r} needs a list of strengths to draw from")
             value = validate_strength(strengths[int(rng.integers(len(strengths)))])
-        return self._weights(label, num_classes, rng), value
+        return self._weights(label, num_classes, rng, params or RecipeParams()), value
 
 
-def _id_weights(label: int, num_classes: int, rng: np.random.Generator) -> torch.Tensor:
+def _id_weights(
+    label: int, num_classes: int, rng: np.random.Generator, params: RecipeParams
+) -> torch.Tensor:
     return _one_hot(label, num_classes)
 
 
-def _high_strength_weights(label: int, num_classes: int, rng: np.random.Generator) -> torch.Tensor:
+def _high_strength_weights(
+    label: int, num_classes: int, rng: np.random.Generator, params: RecipeParams
+) -> torch.Tensor:
     return _one_hot(label, num_classes)
 
 
-def _class_mix_weights(label: int, num_classes: int, rng: np.random.Generator) -> torch.Tensor:
+def _class_mix_weights(
+    label: int, num_classes: int, rng: np.random.Generator, params: RecipeParams
+) -> torch.Tensor:
     other = _other_class(label, num_classes, rng)
     row = torch.zeros(num_classes)
     row[label] = 0.5
@@ -111,7 +158,9 @@ def _class_mix_weights(label: int, num_classes: int, rng: np.random.Generator) -
     return row
 
 
-def _other_class_weights(label: int, num_classes: int, rng: np.random.Generator) -> torch.Tensor:
+def _other_class_weights(
+    label: int, num_classes: int, rng: np.random.Generator, params: RecipeParams
+) -> torch.Tensor:
     return _one_hot(_other_class(label, num_classes, rng), num_classes)
 
 
@@ -157,7 +206,52 @@ OTHER_CLASS = Recipe(
     _other_class_weights,
 )
 
-RECIPES: dict[str, Recipe] = {r.name: r for r in (ID, HIGH_STRENGTH, CLASS_MIX, OTHER_CLASS)}
+
+def _away_weights(
+    label: int, num_classes: int, rng: np.random.Generator, params: RecipeParams
+) -> torch.Tensor:
+    return _one_hot(num_classes, num_classes + 1)  # the null conditioning as the target
+
+
+AWAY = Recipe(
+    "away",
+    "near_ood",
+    0.75,
+    "Source-aware guidance away from the source's class at strength 0.75: classifier-free "
+    "guidance with the null conditioning as the target and the source's class as the "
+    "negative, eps = eps_source + s * (eps_null - eps_source) with s = guidance_scale "
+    "(> 1 pushes away from the class). Keeps the domain and layout, removes what makes it "
+    "that class, adds no other class.",
+    _away_weights,
+    negative_source=True,
+)
+
+
+def _extrapolate_weights(
+    label: int, num_classes: int, rng: np.random.Generator, params: RecipeParams
+) -> torch.Tensor:
+    other = _other_class(label, num_classes, rng)
+    row = torch.zeros(num_classes)
+    row[label] = 1.0 + params.extrapolate_factor
+    row[other] = -params.extrapolate_factor
+    return row
+
+
+EXTRAPOLATE = Recipe(
+    "extrapolate",
+    "near_ood",
+    0.75,
+    "Conditioning past the source class, away from a random other class: "
+    "e_source + f * (e_source - e_other) with f = extrapolate_factor, rescaled to the mean "
+    "norm of the class embeddings (Dream-OOD / BOOD sample outlier conditioning beyond the "
+    "class embeddings, at their norm), at strength 0.75. A point no class occupies, on the "
+    "far side of the source from its neighbour.",
+    _extrapolate_weights,
+)
+
+RECIPES: dict[str, Recipe] = {
+    r.name: r for r in (ID, HIGH_STRENGTH, CLASS_MIX, OTHER_CLASS, AWAY, EXTRAPOLATE)
+}
 NEAR_OOD_RECIPES: dict[str, Recipe] = {
     name: recipe for name, recipe in RECIPES.items() if recipe.kind == "near_ood"
 }
@@ -179,7 +273,7 @@ def resolve_recipe(spec: str) -> tuple[Recipe, float | None]:
     name = name.strip()
     if name not in NEAR_OOD_RECIPES:
         raise ValueError(
-            f"unknown near-OOD recipe {name!r}; valid names: "
+            f"near_ood_recipes: unknown near-OOD recipe {name!r}; valid names: "
             f"{', '.join(sorted(NEAR_OOD_RECIPES))} (optionally with '@strength', "
             "e.g. class-mix@0.8)"
         )
@@ -189,7 +283,7 @@ def resolve_recipe(spec: str) -> tuple[Recipe, float | None]:
         strength = validate_strength(float(value))
     except ValueError:
         raise ValueError(
-            f"recipe {spec!r}: the strength after '@' must be a number in (0, 1]"
+            f"near_ood_recipes: recipe {spec!r}: the strength after '@' must be a number in (0, 1]"
         ) from None
     return NEAR_OOD_RECIPES[name], strength
 

@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from eibacl.config import GenerateConfig
-from eibacl.generate.backend import validate_img2img_inputs, validate_strength
+from eibacl.generate.backend import mix_rows, validate_img2img_inputs, validate_strength
 from eibacl.generate.textual_inversion import (
     PROMPT_TEMPLATE,
     load_into,
@@ -430,17 +430,24 @@ class StableDiffusionBackend:
         guidance_scale: float,
         seeds: list[int],
         masks: torch.Tensor | None = None,
+        negative_weights: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """SDEdit variants of uint8 B×C×H×W images, conditioned on mixed class prompts.
 
-        ``class_weights`` B×K rows (summing to 1) mix the class prompt embeddings; ``strength``
-        in (0, 1]; one seed per image. With ``masks`` (B×1×H×W, nonzero = object) only the
-        object region is regenerated (inpainting) and the rest is the original image.
+        ``class_weights`` B×K rows (summing to 1; B×(K+1) with the empty prompt last) mix
+        the class prompt embeddings (77×768 text-encoder states); a row with a negative
+        weight (extrapolation) is rescaled token position by token position to the mean
+        norm of the class prompts there (positions before the class token are the same in
+        every prompt, so they stay unchanged). ``negative_weights`` (B×(K+1)) replace the
+        empty prompt as the negative of classifier-free guidance. ``strength`` in (0, 1];
+        one seed per image. With ``masks`` (B×1×H×W, nonzero = object) only the object
+        region is regenerated (inpainting) and the rest is the original image.
         Returns uint8 B×C×H×W at the input size and channels.
         """
         if not self.class_tokens:
             raise RuntimeError("StableDiffusionBackend: call fit() or load() before img2img()")
-        validate_img2img_inputs(images, class_weights, seeds, len(self.class_tokens), masks)
+        k = len(self.class_tokens)
+        validate_img2img_inputs(images, class_weights, seeds, k, masks, negative_weights)
         strength = validate_strength(strength)
         if images.shape[1] not in (1, 3):
             raise ValueError(f"images must have 1 or 3 channels, got {images.shape[1]}")
@@ -450,6 +457,7 @@ class StableDiffusionBackend:
             return images.clone()
 
         cond, uncond = self._conditioning()
+        table = torch.cat([cond, uncond])  # (K+1)×L×D, the empty prompt last
         inpaint_unet = self.pipe.unet.config.in_channels == 9
         if inpaint_unet and masks is None:
             masks = torch.ones(b, 1, h, w, dtype=torch.bool)
@@ -460,11 +468,15 @@ class StableDiffusionBackend:
             sl = slice(start, min(b, start + max(1, self.settings.batch_size)))
             n = sl.stop - sl.start
             x = _to_unit(images[sl], res)
-            mix = torch.einsum("bk,kld->bld", class_weights[sl].to(cond.device), cond)
+            mix = mix_rows(class_weights[sl].to(cond.device), table, k)
+            if negative_weights is None:
+                negative = uncond.expand(n, -1, -1)
+            else:
+                negative = mix_rows(negative_weights[sl].detach().float().to(cond.device), table, k)
             kwargs: dict[str, Any] = {
                 "image": x,
                 "prompt_embeds": mix.to(self.dtype),
-                "negative_prompt_embeds": uncond.expand(n, -1, -1).to(self.dtype),
+                "negative_prompt_embeds": negative.to(self.dtype),
                 "strength": float(strength),
                 "num_inference_steps": steps,
                 "guidance_scale": float(guidance_scale),

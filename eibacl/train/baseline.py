@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 from eibacl import tracking
-from eibacl.config import BaselineConfig
+from eibacl.config import BaselineConfig, synthetic_components
 from eibacl.evaluate.evaluation import evaluate_encoder
 from eibacl.models.encoders import Encoder
 from eibacl.models.heads import ClassifierNetwork
 from eibacl.registry import register_encoder
+from eibacl.train import feature_negatives
 from eibacl.train.data import TrainingData, evaluation_sets
 from eibacl.train.device import resolve_device
 from eibacl.train.loop import EpochCallback
@@ -29,8 +30,13 @@ def baseline(
                 f"knn_k={cfg.knn_k} is larger than the {len(data.train_x)} training images; "
                 f"use -P knn_k={len(data.train_x)} or less"
             )
-        oe = cfg.oe_weight if cfg.synthetic == "positives+negatives" else 0.0
-        return CrossEntropyObjective(ClassifierNetwork(encoder, data.num_classes), oe)
+        components = synthetic_components(cfg.synthetic)
+        uses_outliers = "negatives" in components or "features" in components
+        return CrossEntropyObjective(
+            ClassifierNetwork(encoder, data.num_classes),
+            cfg.oe_weight if uses_outliers else 0.0,
+            feature_negatives.from_config(cfg),
+        )
 
     def evaluate(result: TrainResult) -> None:
         evaluation = evaluate_encoder(

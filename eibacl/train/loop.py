@@ -146,6 +146,7 @@ def train_epochs(
     for epoch in bar:
         network.train()
         start, total_loss, seen, batches, synthetic = time.perf_counter(), 0.0, 0, 0, 0
+        feature_negatives = 0
         for batch in sampler.epoch():
             with autocast(device) if amp else contextlib.nullcontext():
                 loss, n_images = objective(batch, augment_gen, device)
@@ -162,6 +163,7 @@ def train_epochs(
             seen += n_images
             batches += 1
             synthetic += batch.synthetic_drawn
+            feature_negatives += getattr(objective, "last_feature_negatives", 0)
         elapsed = time.perf_counter() - start
         if ddp is not None:  # global batches: mean of the ranks' losses, images of all ranks
             total_loss, seen = distributed.all_reduce_sum([total_loss, seen])
@@ -172,6 +174,8 @@ def train_epochs(
             "train/images_per_s": seen / max(elapsed, 1e-9),
             "train/synthetic_drawn": float(synthetic),
         }
+        if getattr(objective, "feature_negatives", None) is not None:
+            metrics["train/feature_negatives"] = float(feature_negatives)
         is_last = epoch == optim.epochs
         if primary and ((optim.eval_every and epoch % optim.eval_every == 0) or is_last):
             metrics["val/knn_accuracy"] = knn_validation(

@@ -1,5 +1,6 @@
-"""What each method minimises on a batch: SupCon (two or three views, near-OOD negatives)
-and cross-entropy (one view, optional outlier exposure on near-OOD images).
+"""What each method minimises on a batch: SupCon (two or three views, near-OOD negatives,
+feature-space negatives) and cross-entropy (one view, optional outlier exposure on near-OOD
+images and on outliers synthesised in its penultimate feature space).
 
 Under torchrun the training loop sets `ddp` (the network in DistributedDataParallel): every
 rank augments the whole global batch (the same random draws as one process), forwards its
@@ -17,15 +18,47 @@ from eibacl.data.transforms import augment
 from eibacl.models.heads import ClassifierNetwork, SupConNetwork
 from eibacl.models.losses.supcon import supcon_loss
 from eibacl.train.batches import Batch
+from eibacl.train.feature_negatives import FeatureNegatives
 
 
 class SupConObjective:
+    """SupCon on two (or three) views; near-OOD images and feature negatives are contrast-only.
+
+    Feature negatives (`features`) are synthesised from the detached projections of the
+    batch's real views and joined to the near-OOD projections: every anchor's denominator,
+    never an anchor, never a positive. `last_feature_negatives` counts those of the last call.
+    """
+
     method = "supcon"
     ddp: nn.Module | None = None  # set by the training loop under torchrun
 
-    def __init__(self, network: SupConNetwork, temperature: float) -> None:
+    def __init__(
+        self,
+        network: SupConNetwork,
+        temperature: float,
+        feature_negatives: FeatureNegatives | None = None,
+    ) -> None:
         self.network: nn.Module = network
         self.temperature = temperature
+        self.feature_negatives = feature_negatives
+        self.last_feature_negatives = 0
+
+    def _contrast(
+        self,
+        features: torch.Tensor,
+        labels: torch.Tensor,
+        negatives: torch.Tensor | None,
+        generator: torch.Generator,
+    ) -> torch.Tensor | None:
+        """The contrast-only set: near-OOD projections plus synthesised feature negatives."""
+        self.last_feature_negatives = 0
+        if self.feature_negatives is None or self.feature_negatives.per_batch == 0:
+            return negatives
+        v = features.shape[1]
+        real = features.transpose(0, 1).reshape(-1, features.shape[-1])  # view-major
+        synthetic = self.feature_negatives(real, labels.repeat(v), generator)
+        self.last_feature_negatives = len(synthetic)
+        return synthetic if negatives is None else torch.cat([negatives, synthetic])
 
     def __call__(
         self, batch: Batch, generator: torch.Generator, device: torch.device
@@ -44,7 +77,9 @@ class SupConObjective:
         z = self.network(inputs).float()
         features = z[: n * v].view(v, n, -1).transpose(0, 1)
         negatives = z[n * v :] if has_negatives else None
-        loss = supcon_loss(features, batch.labels.to(device), self.temperature, negatives)
+        labels = batch.labels.to(device)
+        contrast = self._contrast(features, labels, negatives, generator)
+        loss = supcon_loss(features, labels, self.temperature, contrast)
         return loss, len(inputs)
 
     def _sharded(
@@ -72,7 +107,9 @@ class SupConObjective:
         if has_negatives:
             contrast = distributed.all_gather_with_grad(z[k * v :], distributed.shard_sizes(m))
         labels = batch.labels.to(device)
-        loss = supcon_loss(features.view(n, v, -1), labels, self.temperature, contrast)
+        features = features.view(n, v, -1)
+        contrast = self._contrast(features, labels, contrast, generator)  # same on every rank
+        loss = supcon_loss(features, labels, self.temperature, contrast)
         return loss, len(inputs)
 
 
@@ -85,12 +122,23 @@ def _check_global_batch(n: int) -> None:
 
 
 class CrossEntropyObjective:
+    """Cross-entropy, plus outlier exposure (uniform target, `oe_weight`) on near-OOD images
+    and, with `features`, on outliers synthesised in the penultimate feature space (VOS-style:
+    detached, so only the classifier head learns from them)."""
+
     method = "ce"
     ddp: nn.Module | None = None  # set by the training loop under torchrun
 
-    def __init__(self, network: ClassifierNetwork, oe_weight: float = 0.0) -> None:
+    def __init__(
+        self,
+        network: ClassifierNetwork,
+        oe_weight: float = 0.0,
+        feature_negatives: FeatureNegatives | None = None,
+    ) -> None:
         self.network: nn.Module = network
         self.oe_weight = oe_weight
+        self.feature_negatives = feature_negatives
+        self.last_feature_negatives = 0
 
     def __call__(
         self, batch: Batch, generator: torch.Generator, device: torch.device
@@ -101,17 +149,36 @@ class CrossEntropyObjective:
         x = augment(torch.cat(images).to(device), generator)
         labels = batch.labels.to(device).repeat(len(images))
         outliers = batch.negatives is not None and len(batch.negatives) > 0 and self.oe_weight > 0
+        synthesise = (
+            self.feature_negatives is not None
+            and self.feature_negatives.per_batch > 0
+            and self.oe_weight > 0
+        )
+        self.last_feature_negatives = 0
         if self.ddp is not None:
+            if synthesise:
+                raise ValueError(
+                    "synthetic with features is not available for the CE baseline under "
+                    "torchrun: run the baseline in one process or drop features"
+                )
             return self._sharded(x, labels, batch, generator, device, outliers)
         if outliers:
             x = torch.cat([x, augment(batch.negatives.to(device), generator)])
-        logits = self.network(x).float()
+        if synthesise:  # the penultimate features are needed: run the two halves
+            features = self.network.encoder(x)
+            logits = self.network.classifier(features).float()
+        else:
+            logits = self.network(x).float()
         loss = F.cross_entropy(logits[: len(labels)], labels)
         if outliers:
-            outlier_logits = logits[len(labels) :]
-            # Outlier exposure (Hendrycks et al. 2019): cross-entropy to the uniform distribution.
-            oe = -(outlier_logits.log_softmax(dim=1)).mean(dim=1).mean()
-            loss = loss + self.oe_weight * oe
+            loss = loss + self.oe_weight * _uniform_ce(logits[len(labels) :])
+        if synthesise:
+            virtual = self.feature_negatives.rescaled(  # type: ignore[union-attr]
+                features[: len(labels)], labels, generator
+            )
+            self.last_feature_negatives = len(virtual)
+            virtual_logits = self.network.classifier(virtual.to(features.dtype)).float()
+            loss = loss + self.oe_weight * _uniform_ce(virtual_logits)
         return loss, len(x)
 
     def _sharded(
@@ -134,6 +201,12 @@ class CrossEntropyObjective:
         k, world = hi - lo, distributed.world_size()
         loss = F.cross_entropy(logits[:k], labels[lo:hi], reduction="sum") * world / len(x)
         if outliers:
-            oe = -(logits[k:].log_softmax(dim=1)).mean(dim=1).sum() * world / len(negatives)
+            oe = _uniform_ce(logits[k:], reduction="sum") * world / len(negatives)
             loss = loss + self.oe_weight * oe
         return loss, len(inputs)
+
+
+def _uniform_ce(logits: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Outlier exposure (Hendrycks et al. 2019): cross-entropy to the uniform distribution."""
+    per_row = -(logits.log_softmax(dim=1)).mean(dim=1)
+    return per_row.sum() if reduction == "sum" else per_row.mean()

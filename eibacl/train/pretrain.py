@@ -5,6 +5,7 @@ from __future__ import annotations
 from eibacl.config import PretrainConfig
 from eibacl.models.encoders import Encoder
 from eibacl.models.heads import SupConNetwork
+from eibacl.train import feature_negatives
 from eibacl.train.data import TrainingData
 from eibacl.train.loop import EpochCallback
 from eibacl.train.objectives import SupConObjective
@@ -18,7 +19,8 @@ def pretrain(
     def make_objective(
         cfg: PretrainConfig, data: TrainingData, encoder: Encoder
     ) -> SupConObjective:
-        return SupConObjective(SupConNetwork(encoder, cfg.projection_dim), cfg.temperature)
+        network = SupConNetwork(encoder, cfg.projection_dim)
+        return SupConObjective(network, cfg.temperature, feature_negatives.from_config(cfg))
 
     return run_training(
         config, "supcon", make_objective, load_pool, on_epoch=on_epoch, nested=nested

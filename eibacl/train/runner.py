@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from eibacl import distributed, tracking
+from eibacl.config import synthetic_components
 from eibacl.data.report import REPORT_ARTIFACT, report, report_metrics
 from eibacl.data.splits import Split
 from eibacl.models.encoders import Encoder, build_encoder
@@ -125,16 +126,16 @@ def log_training_curves(run_id: str) -> None:
 
 
 def make_sampler(config: Any, data: TrainingData, pool: SyntheticPool | None) -> BatchSampler:
-    synthetic = getattr(config, "synthetic", "none")
+    components = synthetic_components(getattr(config, "synthetic", "none"))
     return BatchSampler(
         data.train_x,
         data.train_y,
         config.batch_size,
         config.seed,
         pool=pool,
-        alpha=config.alpha if synthetic != "none" else 0.0,
+        alpha=config.alpha if "positives" in components else 0.0,
         positive_mode=getattr(config, "positive_mode", "replace"),
-        near_ood_per_batch=config.near_ood_per_batch if synthetic == "positives+negatives" else 0,
+        near_ood_per_batch=config.near_ood_per_batch if "negatives" in components else 0,
     )
 
 

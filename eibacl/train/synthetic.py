@@ -17,7 +17,12 @@ from typing import Any
 import numpy as np
 
 from eibacl import tracking
-from eibacl.config import ConfigError, GenerateRunConfig
+from eibacl.config import (
+    ConfigError,
+    GenerateRunConfig,
+    needs_synthetic_set,
+    synthetic_components,
+)
 from eibacl.generate.judge import JUDGE_FILE, load_verdicts
 from eibacl.generate.synthetic_set import SyntheticSet, is_complete
 from eibacl.train.batches import SyntheticPool
@@ -27,8 +32,11 @@ log = logging.getLogger(__name__)
 
 
 def load_pool(config: Any, data: TrainingData) -> SyntheticPool | None:
+    """The synthetic images a run trains with; None when its mode uses none (`none`, or
+    `features` alone: feature negatives are made in training, so no set is generated)."""
     mode = getattr(config, "synthetic", "none")
-    if mode == "none":
+    components = synthetic_components(mode)
+    if not needs_synthetic_set(mode):
         return None
     folder = resolve_set(config, data)
     synthetic = SyntheticSet.open(folder)
@@ -43,12 +51,12 @@ def load_pool(config: Any, data: TrainingData) -> SyntheticPool | None:
     )
     if keep is not None:
         _report_filter(pool, folder, config)
-    if mode == "positives+negatives" and len(pool.near_ood) == 0:
+    if "negatives" in components and len(pool.near_ood) == 0:
         raise ConfigError(
-            f"synthetic=positives+negatives needs near-OOD images, but the set {folder} has none:"
-            " generate with -P num_near_ood=2 (or more), or use synthetic=positives"
+            f"synthetic={mode} needs near-OOD images, but the set {folder} has none:"
+            " generate with -P num_near_ood=2 (or more), or drop negatives from synthetic"
         )
-    if not any(len(v) for v in pool.variants) and config.alpha > 0:
+    if "positives" in components and not any(len(v) for v in pool.variants) and config.alpha > 0:
         raise ConfigError(
             f"the synthetic set {folder} has no in-distribution variants: generate with "
             "-P num_synthetic=4 (or more), or use synthetic=none"
@@ -110,7 +118,7 @@ def _report_filter(pool: SyntheticPool, folder: Path, config: Any) -> None:
             "synthetic/filter/near_ood_dropped": c["near_ood_dropped"],
         }
     )
-    wanted_near = "negatives" in config.synthetic
+    wanted_near = "negatives" in synthetic_components(config.synthetic)
     if c["id"] == 0 and config.alpha > 0 or wanted_near and c["near_ood"] == 0:
         raise ConfigError(
             line + ": the filter kept nothing of a kind training needs; generate more with "

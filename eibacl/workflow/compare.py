@@ -1,4 +1,4 @@
-"""`compare`: the study's grid {SupCon, CE} x {none, positives, positives+negatives} x seeds.
+"""`compare`: the study's grid {SupCon, CE} x synthetic modes (`modes`) x seeds.
 
 All cells share the split (`split_seed`) and the synthetic set (generation has its own
 `generator_seed`), so results are paired by training seed. Finished cell runs with the
@@ -11,7 +11,7 @@ import dataclasses
 import logging
 
 from eibacl import tracking
-from eibacl.config import CompareConfig
+from eibacl.config import CompareConfig, needs_synthetic_set
 from eibacl.evaluate.answer import study_answer
 from eibacl.evaluate.comparison import (
     TABLE_METRICS,
@@ -52,7 +52,7 @@ def compare(config: CompareConfig) -> CompareResult:
     seeds = [config.seed + i for i in range(config.seeds)]
     with tracking.start_run(run_name="compare", tags={tracking.ENTRY_TAG: "compare"}) as parent:
         tracking.log_params(dataclasses.asdict(config))
-        if any(mode != "none" for mode in modes) and not config.synthetic_set:
+        if any(needs_synthetic_set(mode) for mode in modes) and not config.synthetic_set:
             generate_step(config)
         runs: list[CellRun] = []
         for method in methods:

@@ -9,7 +9,7 @@ import logging
 import mlflow
 
 from eibacl import tracking
-from eibacl.config import MainConfig
+from eibacl.config import MainConfig, needs_synthetic_set
 from eibacl.evaluate.evaluation import headline
 from eibacl.workflow.steps import (
     baseline_step,
@@ -27,7 +27,7 @@ def main(config: MainConfig) -> dict[str, dict[str, float]]:
     with tracking.start_run(run_name="main", tags=tags):
         tracking.log_params(dataclasses.asdict(config))
         steps: dict[str, tuple[str, bool]] = {}
-        if config.synthetic != "none" and not config.synthetic_set:
+        if needs_synthetic_set(config.synthetic) and not config.synthetic_set:
             steps["generate"] = generate_step(config)
         steps["pretrain"] = pretrain_step(config)
         steps["probe"] = probe_step(config, steps["pretrain"][0], config.register)

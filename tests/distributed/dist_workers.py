@@ -49,13 +49,17 @@ def make_batch():  # -> eibacl.train.batches.Batch
 
 def objectives():
     """(name, objective) pairs with fixed initial weights."""
+    from eibacl.train.feature_negatives import FeatureNegatives
     from eibacl.train.objectives import CrossEntropyObjective, SupConObjective
 
     torch.manual_seed(0)
     supcon = SupConObjective(TinyProjector(), temperature=0.1)
     torch.manual_seed(0)
     ce = CrossEntropyObjective(TinyClassifier(), oe_weight=0.5)
-    return [("supcon", supcon), ("ce", ce)]
+    torch.manual_seed(0)
+    features = FeatureNegatives(per_batch=6, noise=0.1, quantile=0.5)
+    supcon_features = SupConObjective(TinyProjector(), 0.1, features)
+    return [("supcon", supcon), ("ce", ce), ("supcon_features", supcon_features)]
 
 
 def loss_and_gradients(objective, ddp: nn.Module | None = None) -> dict:

@@ -47,6 +47,16 @@ def test_supcon_loss_and_gradients_equal_one_process_on_the_global_batch(ranks, 
     assert [r["supcon"]["count"] for r in ranks] == [4 * 3 + 3, 3 * 3 + 2]
 
 
+def test_feature_negatives_are_made_alike_on_every_rank_from_the_global_batch(ranks, single):
+    reference = single["supcon_features"]
+    assert reference["loss"] > single["supcon"]["loss"]  # 6 more terms in every denominator
+    for result in ranks:
+        got = result["supcon_features"]
+        assert got["loss"] == pytest.approx(reference["loss"], rel=1e-6)
+        for mine, ref in zip(got["grads"], reference["grads"]):
+            torch.testing.assert_close(mine, ref, rtol=1e-5, atol=1e-6)
+
+
 def test_cross_entropy_loss_and_gradients_equal_one_process_on_the_global_batch(ranks, single):
     reference = single["ce"]
     mean_loss = sum(r["ce"]["loss"] for r in ranks) / WORLD  # what the loop logs

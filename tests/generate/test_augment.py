@@ -143,7 +143,7 @@ def test_recipe_strength_override_and_masks(tmp_path):
         (dict(num_near_ood=-2), "num_near_ood must be >= 0"),
         (dict(strengths=[0.5, 1.5]), r"strength must be in \(0, 1\], got 1.5"),
         (dict(strengths=[]), "at least one strength"),
-        (dict(near_ood_recipes=["blend"]), "valid names: class-mix, high-strength, other-class"),
+        (dict(near_ood_recipes=["blend"]), "near_ood_recipes: .*valid names: away, class-mix"),
         (dict(near_ood_recipes=[]), "no near-OOD recipe"),
         (dict(batch_size=0), "batch_size"),
     ],
@@ -229,3 +229,78 @@ def test_grid_figures():
     assert buffer.getvalue()[:4] == b"\x89PNG"
     with pytest.raises(ValueError, match="one variant per source"):
         variants_grid_figure(sources, {0.5: sources[:2]}, ["a", "b", "c"])
+
+
+class GuidingBackend(RecordingBackend):
+    """A RecordingBackend that also takes (and records) source-aware guidance."""
+
+    def img2img(
+        self,
+        images,
+        class_weights,
+        strength,
+        *,
+        guidance_scale,
+        seeds,
+        masks=None,
+        negative_weights=None,
+    ):
+        out = super().img2img(
+            images, class_weights, strength, guidance_scale=guidance_scale, seeds=seeds
+        )
+        self.calls[-1]["negative"] = None if negative_weights is None else negative_weights.clone()
+        return out
+
+
+def test_away_and_extrapolate_reach_the_backend_and_replay(tmp_path):
+    from eibacl.generate.augment import recipe_params_of
+    from eibacl.generate.recipes import RecipeParams
+
+    backend = GuidingBackend()
+    params = RecipeParams(extrapolate_factor=2.0)
+    syn = SyntheticSet.open(
+        _run(
+            backend,
+            tmp_path / "a",
+            num_synthetic=1,
+            near_ood_recipes=["away", "extrapolate", "class-mix@0.75"],
+            recipe_params=params,
+            batch_size=64,
+        )
+    )
+    assert syn.settings["generation"]["extrapolate_factor"] == 2.0
+    assert recipe_params_of(syn.settings) == params
+    by_seed = {}
+    for call in backend.calls:
+        for i, seed in enumerate(call["seeds"]):
+            negative = None if call["negative"] is None else call["negative"][i]
+            by_seed[seed] = (call["weights"][i], negative)
+    replayed = conditioning_weights(syn.rows, 3, recipe_params_of(syn.settings))
+    null = torch.tensor([0.0, 0.0, 0.0, 1.0])
+    for row, weights in zip(syn.rows, replayed):
+        given, negative = by_seed[row.seed]
+        assert torch.equal(given[:3], weights)
+        if row.recipe == "away":  # target the null, guide away from the source's class
+            assert torch.equal(given, null) and negative[row.label] == 1 and negative.sum() == 1
+        elif row.recipe == "extrapolate":
+            assert weights[row.label] == 3.0 and weights.min() == -2.0
+            assert negative is None or torch.equal(negative, null)
+        elif negative is not None:  # batched with an away row: the usual null negative
+            assert torch.equal(negative, null) and given[3] == 0
+    assert any(c["negative"] is not None for c in backend.calls)
+
+
+def test_recipe_settings_key_a_set_only_when_used():
+    common = dict(num_synthetic=1, strengths=[0.5], num_near_ood=1, guidance_scale=3.0, seed=0)
+    from eibacl.generate.recipes import RecipeParams
+
+    plain = generation_settings(near_ood_recipes=["class-mix"], **common)
+    assert "extrapolate_factor" not in plain  # sets made before the recipe keep their key
+    assert plain == generation_settings(
+        near_ood_recipes=["class-mix"], recipe_params=RecipeParams(3.0), **common
+    )
+    one = generation_settings(near_ood_recipes=["extrapolate"], **common)
+    two = generation_settings(
+        near_ood_recipes=["extrapolate"], recipe_params=RecipeParams(2.0), **common
+    )
+    assert one["extrapolate_factor"] == 1.0 and two["extrapolate_factor"] == 2.0

@@ -219,3 +219,53 @@ def test_validate_and_parse_strengths():
             parse_strengths(bad)
     with pytest.raises(ValueError, match="no strength"):
         parse_strengths("")
+
+
+def test_away_guides_away_from_the_source_class(trained):
+    """`away`: eps = eps_source + s * (eps_null - eps_source). From dark sources, pushing away
+    from 'dark' makes brighter images than plain dark conditioning (measured with this
+    60-step model at strength 0.75: dark 71, null 72, away from dark 91 mean grey level)."""
+    images, _ = _toy_data()
+    src, seeds = images[[0, 1, 2, 3]], [1, 2, 3, 4]
+    null_target = torch.tensor([[0.0, 0.0, 1.0]] * 4)
+    away_from_dark = torch.tensor([[1.0, 0.0, 0.0]] * 4)
+    kw = {"guidance_scale": 3.0, "seeds": seeds}
+    dark = trained.img2img(src, torch.tensor([[1.0, 0.0]] * 4), 0.75, **kw)
+    away = trained.img2img(src, null_target, 0.75, negative_weights=away_from_dark, **kw)
+    assert away.float().mean() > dark.float().mean() + 8
+    # the default negative is the null: naming it explicitly changes nothing
+    plain = trained.img2img(src, torch.tensor([[1.0, 0.0]] * 4), 0.75, **kw)
+    named = trained.img2img(
+        src,
+        torch.tensor([[1.0, 0.0]] * 4),
+        0.75,
+        negative_weights=torch.tensor([[0.0, 0.0, 1.0]] * 4),
+        **kw,
+    )
+    assert torch.equal(plain, named)
+    with pytest.raises(ValueError, match="negative_weights"):
+        trained.img2img(
+            src[:1],
+            torch.tensor([[1.0, 0.0]]),
+            0.75,
+            negative_weights=torch.ones(1, 2) / 2,
+            **{"guidance_scale": 3.0, "seeds": [0]},
+        )
+
+
+def test_extrapolated_embedding_lies_past_the_source_at_the_mean_norm(trained):
+    table = trained.model.class_embedding.weight.detach()
+    e0, e1 = table[0], table[1]
+    with torch.no_grad():
+        past = trained.model.embed(torch.tensor([[3.0, -2.0]]))[0]  # e0 + 2 * (e0 - e1)
+        inside = trained.model.embed(torch.tensor([[0.5, 0.5]]))[0]
+    mean_norm = (e0.norm() + e1.norm()) / 2
+    assert past.norm().item() == pytest.approx(mean_norm.item(), rel=1e-5)
+    direction = e0 + 2.0 * (e0 - e1)
+    assert torch.allclose(past, direction / direction.norm() * mean_norm, atol=1e-5)
+    assert torch.allclose(inside, 0.5 * e0 + 0.5 * e1, atol=1e-6)  # inside: not rescaled
+    images, _ = _toy_data()
+    kw = {"guidance_scale": 3.0, "seeds": [1, 2]}
+    out = trained.img2img(images[:2], torch.tensor([[3.0, -2.0]] * 2), 0.75, **kw)
+    plain = trained.img2img(images[:2], torch.tensor([[1.0, 0.0]] * 2), 0.75, **kw)
+    assert out.shape == plain.shape and not torch.equal(out, plain)

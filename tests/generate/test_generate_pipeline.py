@@ -50,6 +50,21 @@ def test_second_identical_generate_reuses_the_set(fresh_experiment):
     assert other.generator_reused  # same generator settings: the model is not trained again
 
 
+def test_new_recipes_through_the_pipeline(fresh_experiment):
+    config = GenerateRunConfig(
+        **(TINY | {"near_ood_recipes": "away,extrapolate", "extrapolate_factor": 2.0})
+    )
+    result = generate(config)
+    synthetic = SyntheticSet.open(result.set_dir)
+    assert {r.recipe for r in synthetic.rows if r.kind == "near_ood"} == {"away", "extrapolate"}
+    assert synthetic.settings["generation"]["extrapolate_factor"] == 2.0
+    metrics = MlflowClient().get_run(result.run_id).data.metrics
+    for recipe in ("away", "extrapolate"):
+        assert f"quality/near_ood/{recipe}/source_class_rate" in metrics
+    samples = {f.path for f in MlflowClient().list_artifacts(result.run_id, "samples")}
+    assert "samples/near_ood_by_recipe.png" in samples
+
+
 @pytest.mark.parametrize(
     "change, message",
     [
@@ -88,11 +103,17 @@ def test_stable_diffusion_backend_through_the_pipeline(fresh_experiment, tiny_sd
                 "num_synthetic": 1,
                 "shots": 2,
                 "inference_steps": 2,
+                "near_ood_recipes": "class-mix,away,extrapolate",
             }
         )
     )
     result = generate(config)
     synthetic = SyntheticSet.open(result.set_dir)
     assert len(synthetic) == 7 * 2 * 2
+    assert {r.recipe for r in synthetic.rows if r.kind == "near_ood"} == {
+        "class-mix",
+        "away",
+        "extrapolate",
+    }
     assert synthetic.images.shape[1:] == (1, 16, 16)
     assert {r.backend for r in synthetic.rows} == {"stable-diffusion"}

@@ -10,6 +10,7 @@ from eibacl.generate.recipes import (
     ID,
     NEAR_OOD_RECIPES,
     RECIPES,
+    RecipeParams,
     get_recipe,
     parse_recipes,
     resolve_recipe,
@@ -17,7 +18,13 @@ from eibacl.generate.recipes import (
 
 
 def test_registry_names_and_kinds():
-    assert set(NEAR_OOD_RECIPES) == {"high-strength", "class-mix", "other-class"}
+    assert set(NEAR_OOD_RECIPES) == {
+        "high-strength",
+        "class-mix",
+        "other-class",
+        "away",
+        "extrapolate",
+    }
     assert all(r.kind == "near_ood" for r in NEAR_OOD_RECIPES.values())
     assert RECIPES["id"] is ID and ID.kind == "id"
     assert get_recipe("class-mix") is NEAR_OOD_RECIPES["class-mix"]
@@ -97,7 +104,8 @@ def test_parse_recipes():
         parse_recipes("class-mix,blend")
     message = str(info.value)
     assert "'blend'" in message
-    for name in ("class-mix", "high-strength", "other-class"):
+    assert "near_ood_recipes" in message
+    for name in ("class-mix", "high-strength", "other-class", "away", "extrapolate"):
         assert name in message
     with pytest.raises(ValueError, match=r"\(0, 1\]"):
         parse_recipes("class-mix@1.5")
@@ -110,3 +118,28 @@ def test_resolve_recipe_override_strength():
     assert recipe.name == "other-class" and strength == 0.6
     weights, used = recipe.build(0, 3, np.random.default_rng(0), strength=strength)
     assert used == 0.6 and weights[0] == 0.0
+
+
+def test_away_targets_the_null_and_guides_away_from_the_source():
+    recipe = NEAR_OOD_RECIPES["away"]
+    weights, strength = recipe.build(1, 3, np.random.default_rng(0))
+    assert torch.equal(weights, torch.tensor([0.0, 0.0, 0.0, 1.0]))  # K + 1: the null last
+    assert torch.equal(recipe.negative_weights(1, 3), torch.tensor([0.0, 1.0, 0.0, 0.0]))
+    assert strength == 0.75
+    assert NEAR_OOD_RECIPES["class-mix"].negative_weights(1, 3) is None
+    assert parse_recipes("away@0.6") == ["away@0.6"]
+
+
+@pytest.mark.parametrize("factor", [0.5, 1.0, 2.0])
+def test_extrapolate_goes_past_the_source_away_from_another_class(factor):
+    recipe = NEAR_OOD_RECIPES["extrapolate"]
+    rng = np.random.default_rng(0)
+    others = set()
+    for _ in range(40):
+        weights, _ = recipe.build(2, 4, rng, params=RecipeParams(extrapolate_factor=factor))
+        assert weights.sum().item() == pytest.approx(1.0)
+        assert weights[2].item() == pytest.approx(1.0 + factor)
+        (other,) = torch.nonzero(weights < 0).flatten().tolist()
+        assert weights[other].item() == pytest.approx(-factor) and other != 2
+        others.add(other)
+    assert others == {0, 1, 3}

@@ -158,7 +158,61 @@ def test_img2img_small_strength_and_bad_inputs(fitted):
     with pytest.raises(ValueError, match="seed"):
         backend.img2img(images, torch.tensor([[1.0, 0.0]]), 0.5, guidance_scale=1.0, seeds=[])
     with pytest.raises(ValueError, match="class_weights"):
-        backend.img2img(images, torch.ones(1, 3) / 3, 0.5, guidance_scale=1.0, seeds=[0])
+        backend.img2img(images, torch.ones(1, 4) / 4, 0.5, guidance_scale=1.0, seeds=[0])
+    with pytest.raises(ValueError, match="negative_weights"):
+        backend.img2img(
+            images,
+            torch.tensor([[1.0, 0.0]]),
+            0.5,
+            guidance_scale=3.0,
+            seeds=[0],
+            negative_weights=torch.tensor([[1.0, 0.0]]),
+        )
+
+
+def test_extrapolated_prompt_lies_past_the_source_at_the_prompts_norm(fitted):
+    from eibacl.generate.backend import mix_rows
+
+    backend, _, _ = fitted
+    cond, uncond = backend._conditioning()
+    table = torch.cat([cond, uncond])
+    past = mix_rows(torch.tensor([[2.0, -1.0]]), table, 2)[0]  # e0 + (e0 - e1), per token
+    direction = 2.0 * cond[0] - cond[1]
+    mean_norm = cond.norm(dim=-1).mean(dim=0)  # per token position
+    assert torch.allclose(past.norm(dim=-1), mean_norm, rtol=1e-4)
+    expected = direction / direction.norm(dim=-1, keepdim=True) * mean_norm[:, None]
+    assert torch.allclose(past, expected, atol=1e-5)
+    shared = (cond[0] - cond[1]).norm(dim=-1) < 1e-6  # before the class token: same prompt
+    assert shared.any() and torch.allclose(past[shared], cond[0][shared], atol=1e-5)
+    inside = mix_rows(torch.tensor([[0.5, 0.5]]), table, 2)[0]
+    assert torch.allclose(inside, 0.5 * cond[0] + 0.5 * cond[1], atol=1e-6)
+
+
+def test_away_and_extrapolate_condition_differently(fitted):
+    backend, _, _ = fitted
+    images, _ = _data(n=2, channels=1, size=28, seed=2)
+    kw = {"guidance_scale": 3.0, "seeds": [5, 6]}
+    plain = backend.img2img(images, torch.tensor([[1.0, 0.0]] * 2), 0.75, **kw)
+    null_named = backend.img2img(
+        images,
+        torch.tensor([[1.0, 0.0]] * 2),
+        0.75,
+        negative_weights=torch.tensor([[0.0, 0.0, 1.0]] * 2),
+        **kw,
+    )
+    assert torch.equal(plain, null_named)  # the default negative is the empty prompt
+    away = backend.img2img(
+        images,
+        torch.tensor([[0.0, 0.0, 1.0]] * 2),
+        0.75,
+        negative_weights=torch.tensor([[1.0, 0.0, 0.0]] * 2),
+        **kw,
+    )
+    unconditional = backend.img2img(images, torch.tensor([[0.0, 0.0, 1.0]] * 2), 0.75, **kw)
+    past = backend.img2img(images, torch.tensor([[2.0, -1.0]] * 2), 0.75, **kw)
+    for other in (plain, unconditional, past):
+        assert not torch.equal(away, other)
+    assert not torch.equal(past, plain)
 
 
 def test_masks_inpaint_only_the_object(fitted):
