@@ -210,7 +210,9 @@ class GenerateConfig:
 
 
 SYNTHETIC_COMPONENTS = ("positives", "negatives", "features")
-SYNTHETIC_MODES = ("none", "positives", "positives+negatives")  # the study's original grid
+# The study's grid: real only, DA-Fusion positives, plus near-OOD images as negatives, and the
+# control that makes no images (feature-space outliers as negatives).
+SYNTHETIC_MODES = ("none", "positives", "positives+negatives", "features")
 SYNTHETIC_FILTERS = ("none", "judge")
 
 
