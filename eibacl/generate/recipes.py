@@ -66,7 +66,7 @@ high-strength @ 1.0    0.38    -      0.64
 
 ``away`` gives the least confident predictions of all (0.47), yet 43% of its images
 still read as the source class; ``extrapolate`` (factor 1) is no better than the older
-recipes here. Neither is judged by an OOD detector yet: the judge (``judge/...``) decides.
+recipes here. Neither has been scored by an OOD detector here (the study's judge) yet.
 """
 
 from __future__ import annotations
