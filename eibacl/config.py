@@ -141,7 +141,7 @@ class GenerateConfig:
     num_synthetic: int = param(4, "In-distribution variants per real training image (M).")
     num_near_ood: int = param(2, "Near-OOD variants per real training image.")
     near_ood_recipes: str = param(
-        "class-mix,other-class",
+        "away,other-class",
         "Near-OOD recipes, comma-separated: high-strength, class-mix, other-class, away, "
         "extrapolate; 'name@strength' sets a recipe's strength.",
     )
