@@ -322,13 +322,19 @@ def _quality(
         real_val_images=data.val_x,
         real_val_labels=data.val_y,
     )
+    near_val_x = data.side("ood_val")[0]
     judge = fit_judge(
-        data.train_x, data.train_y, data.val_x, data.num_classes, classifier=classifier
+        data.train_x,
+        data.train_y,
+        data.val_x,
+        data.num_classes,
+        classifier=classifier,
+        near_val_x=near_val_x,
     )
     groups = synthetic_groups(
         synthetic.images, synthetic.labels, synthetic.kinds, synthetic.recipes, synthetic.strengths
     )
-    diagnostics = {"real_ood_val": (data.side("ood_val")[0], None)}
+    diagnostics = {"real_ood_val": (near_val_x, None)}
     far = far_ood_images(data)
     if far is not None:
         diagnostics["real_far"] = (far, None)

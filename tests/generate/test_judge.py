@@ -121,3 +121,20 @@ def test_groups_by_kind_strength_and_recipe_and_the_figure(judge):
     _, scores = judge_report(judge, groups)
     figure = judge_figure(judge, scores)
     assert len(figure.axes[0].patches) >= len(groups) + 1  # one histogram per group + ID
+
+
+def test_band_edge_follows_real_validation_near_ood_when_given():
+    train_x, train_y = _data(40, 0)
+    val_x, _ = _data(40, 10)
+    near = torch.cat([_bars(20, False, 50), _bars(20, True, 51)]).flip(-2)  # shifted bars
+    judge = fit_judge(train_x, train_y, val_x, 2, seed=0, near_val_x=near)
+    edge = judge.band_edge("mahalanobis")
+    assert edge == pytest.approx(np.quantile(judge.scores(near)["mahalanobis"], 0.05))
+    noise = torch.randint(0, 256, (40, 1, 16, 16), dtype=torch.uint8)
+    metrics, _ = judge_report(judge, {"noise": (noise, None), "near": (near, None)})
+    # noise lies past the band (farther out than real near-OOD); real near-OOD mostly in it
+    assert metrics["judge/noise/mahalanobis/band_rate"] < 0.2
+    assert (
+        metrics["judge/near/mahalanobis/band_rate"]
+        >= metrics["judge/near/mahalanobis/ood_rate"] - 0.06
+    )
