@@ -192,6 +192,16 @@ def make_split(imageset: ImageSet, config: DataConfig) -> Split:
         ood_val_spec(config, imageset.class_names),
         config.split_seed,
     )
+    if (
+        config.ood_val_classes.strip() == AUTO
+        and ood_val_classes
+        and (",".join(ood_val_classes) != FASHION_MNIST_OOD_VAL)
+    ):
+        log.warning(
+            "ood_val_classes=auto held out %s for validation-time OOD (selection only); name "
+            "the class(es) with -P ood_val_classes=<names>, or '' to keep them in distribution",
+            ood_val_classes,
+        )
     if not ood_val_classes:
         log.warning(
             "no ood_val_classes: validation-time near-OOD metrics (val/ood/near/...) are off, so "
