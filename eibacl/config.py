@@ -214,6 +214,7 @@ SYNTHETIC_COMPONENTS = ("positives", "negatives", "features")
 # control that makes no images (feature-space outliers as negatives).
 SYNTHETIC_MODES = ("none", "positives", "positives+negatives", "features")
 SYNTHETIC_FILTERS = ("none", "judge")
+POSITIVE_MODES = ("replace", "extra-view")
 
 
 def synthetic_components(text: str, name: str = "synthetic") -> tuple[str, ...]:
@@ -261,6 +262,12 @@ class SyntheticConfig:
         "", "A generate run id or set folder; empty = make or reuse one from the settings."
     )
     alpha: float = param(0.5, "Probability that a drawn real image is replaced by a variant.")
+    positive_mode: str = param(
+        "replace",
+        "How DA-Fusion variants enter training: replace (DA-Fusion's rule: each drawn real image "
+        "is replaced by one of its variants with probability alpha) or extra-view (a variant is "
+        "added as one more view of its image; costs a third forward pass).",
+    )
     near_ood_per_batch: int = param(
         64, "Near-OOD hard negatives per batch (synthetic with negatives)."
     )
@@ -300,6 +307,12 @@ class SyntheticConfig:
         )
         _require(self.oversample >= 1, "oversample", self.oversample, "use oversample >= 1")
         synthetic_components(self.synthetic)
+        _require(
+            self.positive_mode in POSITIVE_MODES,
+            "positive_mode",
+            self.positive_mode,
+            "use " + " or ".join(POSITIVE_MODES),
+        )
         _require(0 <= self.alpha <= 1, "alpha", self.alpha, "use a probability in [0, 1]")
         _require(
             self.near_ood_per_batch >= 0, "near_ood_per_batch", self.near_ood_per_batch, "use >= 0"

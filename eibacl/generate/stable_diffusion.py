@@ -195,15 +195,6 @@ def _resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> tor
     return names[dtype]
 
 
-def _dtype_keyword() -> str:
-    """diffusers renamed ``torch_dtype`` to ``dtype`` (the old name now warns)."""
-    try:
-        from diffusers.utils.deprecation_utils import _resolve_dtype  # noqa: F401
-    except ImportError:
-        return "torch_dtype"
-    return "dtype"
-
-
 def model_digest(folder: Path) -> str:
     """A cheap content digest of an SD folder: configs in full, weights by size + head + tail.
 
@@ -329,8 +320,10 @@ class StableDiffusionBackend:
         torch_dtype = _resolve_dtype(dtype, dev)
         from diffusers import StableDiffusionImg2ImgPipeline
 
+        # No dtype keyword at load: diffusers renamed `torch_dtype` to `dtype`, and only a
+        # private helper tells which one a version takes. The weights load as stored (fp32 or
+        # the fp16 variant's fp16) and `.to()` below casts them, on every version alike.
         kwargs: dict[str, Any] = {"variant": variant} if variant else {}
-        kwargs[_dtype_keyword()] = torch_dtype
         pipe = StableDiffusionImg2ImgPipeline.from_pretrained(
             str(folder),
             safety_checker=None,
@@ -339,7 +332,7 @@ class StableDiffusionBackend:
             local_files_only=True,
             **kwargs,
         )
-        pipe = pipe.to(dev)
+        pipe = pipe.to(dev, torch_dtype)
         slicing = bool(attention_slicing) and dev.type == "cuda"
         if slicing:
             pipe.enable_attention_slicing()

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-POSITIVE_MODES = ("replace", "extra-view")
+from eibacl.config import POSITIVE_MODES
 
 
 @dataclass

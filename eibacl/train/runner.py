@@ -134,7 +134,7 @@ def make_sampler(config: Any, data: TrainingData, pool: SyntheticPool | None) ->
         config.seed,
         pool=pool,
         alpha=config.alpha if "positives" in components else 0.0,
-        positive_mode=getattr(config, "positive_mode", "replace"),
+        positive_mode=config.positive_mode,
         near_ood_per_batch=config.near_ood_per_batch if "negatives" in components else 0,
     )
 

@@ -168,3 +168,42 @@ def test_set_without_near_ood_is_refused_for_negatives(synthetic_run, synthetic_
 def test_alpha_outside_unit_interval_is_refused(alpha):
     with pytest.raises(ConfigError, match="alpha"):
         PretrainConfig(alpha=alpha)
+
+
+def test_positive_mode_is_a_parameter_and_extra_view_trains(synthetic_run, synthetic_config):
+    with pytest.raises(ConfigError, match="positive_mode='bogus'"):
+        dataclasses.replace(synthetic_config, positive_mode="bogus")
+    config = dataclasses.replace(
+        synthetic_config, positive_mode="extra-view", synthetic="positives", epochs=1
+    )
+    result = pretrain(config)
+    run = MlflowClient().get_run(result.run_id)
+    assert run.data.params["positive_mode"] == "extra-view"
+    assert run.data.metrics["train/synthetic_drawn"] > 0
+
+
+def test_judge_filter_keeps_only_what_the_judge_passes(synthetic_run, synthetic_config):
+    import numpy as np
+
+    from eibacl.generate.judge import JUDGE_FILE, load_verdicts
+
+    data = prepare_data(synthetic_config)
+    folder = resolve_set(synthetic_config, data)
+    synthetic = SyntheticSet.open(folder)
+    verdict = load_verdicts(folder / JUDGE_FILE)
+    config = dataclasses.replace(synthetic_config, synthetic_filter="judge")
+    near = synthetic.is_near_ood.numpy()
+    wanted_id = int((~near & verdict.stays_id & verdict.keeps_class).sum())
+    wanted_near = int((near & verdict.in_band).sum())
+    if wanted_id == 0 or wanted_near == 0:
+        with pytest.raises(ConfigError, match="synthetic_filter=judge kept"):
+            with mlflow.start_run():
+                load_pool(config, data)
+        return
+    with mlflow.start_run():
+        pool = load_pool(config, data)
+    assert pool.counts["id"] <= wanted_id and pool.counts["near_ood"] <= wanted_near
+    assert pool.counts["id"] + pool.counts["id_dropped"] <= int((~near).sum())
+    assert pool.counts["id_dropped"] == int((~near).sum()) - wanted_id
+    per_image = [len(v) for v in pool.variants]
+    assert max(per_image) <= config.num_synthetic and np.sum(per_image) == pool.counts["id"]
