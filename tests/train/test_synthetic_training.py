@@ -108,7 +108,7 @@ def test_positives_plus_negatives_run_records_its_set(synthetic_run, synthetic_c
     assert run.data.tags["eibacl.synthetic"] == "positives+negatives"
     assert run.data.tags["eibacl.synthetic_set"]
     assert run.data.params["synthetic_fingerprint"]
-    shots, classes = synthetic_config.shots, 7
+    shots, classes = synthetic_config.shots, 5  # 10 - 3 ood_classes - 2 ood_val_classes
     assert run.data.metrics["synthetic/id_count"] == shots * classes * 2
     assert run.data.metrics["synthetic/near_ood_count"] == shots * classes * 1
     assert run.data.metrics["train/synthetic_drawn"] > 0
