@@ -9,28 +9,12 @@ import sys
 import time
 
 import mlflow
+from test_main_and_compare import TINY as GRID_TINY  # same folder: importable by name
 
 from eibacl.config import CompareConfig
 from eibacl.workflow.compare import compare
 
-TINY = dict(
-    shots=6,
-    val_per_class=6,
-    test_per_class=10,
-    image_size=16,
-    width=8,
-    epochs=1,
-    batch_size=16,
-    warmup_epochs=0,
-    eval_every=0,
-    progress=False,
-    device="cpu",
-    knn_k=5,
-    register=False,
-    seeds=3,
-    methods="supcon",
-    modes="none",
-)
+TINY = GRID_TINY | dict(register=False, seeds=3, methods="supcon", modes="none")
 
 CHILD = """
 import sys
