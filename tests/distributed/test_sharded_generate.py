@@ -76,7 +76,7 @@ def test_both_ranks_return_the_same_complete_set_named_by_the_same_key(two_sets)
     assert rank0["key"] == rank1["key"] == single.key
     assert Path(rank0["set_dir"]).name == single.set_dir.name
     assert rank0["counts"] == rank1["counts"] == single.counts
-    assert single.counts == {"id": 56, "near_ood": 56}  # 7 classes x 8 shots, 1 + 1 each
+    assert single.counts == {"id": 40, "near_ood": 40}  # 5 ID classes x 8 shots, 1 + 1 each
     folder = Path(rank0["set_dir"])
     assert (folder / "COMPLETE").is_file()
     assert not list(folder.parent.glob("*.shards"))  # merged and removed
@@ -102,4 +102,4 @@ def test_one_generate_run_is_logged_by_rank_0(two_sets):
     assert run.info.status == "FINISHED"
     assert run.info.run_id == two_sets["ranks"][0]["run_id"] == two_sets["ranks"][1]["run_id"]
     assert run.data.tags["eibacl.synthetic_set_dir"] == two_sets["ranks"][0]["set_dir"]
-    assert run.data.metrics["synthetic/id_count"] == 56
+    assert run.data.metrics["synthetic/id_count"] == 40
