@@ -35,11 +35,18 @@ def test_second_identical_generate_reuses_the_set(fresh_experiment):
     assert len(rows) == 5 * 4 * (2 + 1)  # 5 ID classes x shots x (variants + near-OOD)
     assert {r.kind for r in rows} == {"id", "near_ood"}
     run = MlflowClient().get_run(first.run_id)
-    assert run.data.metrics["synthetic/id_count"] == 7 * 4 * 2
+    assert run.data.metrics["synthetic/id_count"] == 5 * 4 * 2
     assert "quality/id/own_class_rate" in run.data.metrics
     assert "quality/near_ood/source_class_rate" in run.data.metrics
     artifacts = {f.path for f in MlflowClient().list_artifacts(first.run_id, "samples")}
-    assert artifacts == {"samples/variants_by_strength.png", "samples/near_ood_by_recipe.png"}
+    assert artifacts == {
+        "samples/variants_by_strength.png",
+        "samples/near_ood_by_recipe.png",
+        "samples/judge_scores.png",
+    }
+    assert "judge/id/kept_rate" in run.data.metrics
+    assert "judge/near_ood/mahalanobis/band_rate" in run.data.metrics
+    assert "judge/real_ood_val/mahalanobis/auroc" in run.data.metrics
     reused_samples = {f.path for f in MlflowClient().list_artifacts(second.run_id, "samples")}
     assert reused_samples == artifacts  # a reused set shows its stored grids
     generator_files = {f.path for f in MlflowClient().list_artifacts(first.run_id, "generator")}
@@ -109,7 +116,7 @@ def test_stable_diffusion_backend_through_the_pipeline(fresh_experiment, tiny_sd
     )
     result = generate(config)
     synthetic = SyntheticSet.open(result.set_dir)
-    assert len(synthetic) == 7 * 2 * 2
+    assert len(synthetic) == 5 * 2 * 2  # 5 ID classes x 2 shots x (1 variant + 1 near-OOD)
     assert {r.recipe for r in synthetic.rows if r.kind == "near_ood"} == {
         "class-mix",
         "away",
