@@ -62,6 +62,7 @@ class ResizedBackend:
         guidance_scale: float,
         seeds: list[int],
         masks: torch.Tensor | None = None,
+        negative_weights: torch.Tensor | None = None,
     ) -> torch.Tensor:
         small_masks = None
         if masks is not None:
@@ -74,6 +75,7 @@ class ResizedBackend:
             guidance_scale=guidance_scale,
             seeds=seeds,
             masks=small_masks,
+            **({"negative_weights": negative_weights} if negative_weights is not None else {}),
         )
         out = _up(small, images.shape[-1]) + detail(images, self.work_size)
         return out.round().clamp(0, 255).to(torch.uint8)

@@ -99,7 +99,7 @@ def test_pipeline_trains_at_generator_size_and_says_how_long(fresh_experiment, c
     (line,) = [
         r.getMessage() for r in caplog.records if "training the ddpm generator" in r.getMessage()
     ]
-    assert "4 steps on 28 images at 8 px (variants resized up to 16 px)" in line and "min" in line
+    assert "4 steps on 20 images at 8 px (variants resized up to 16 px)" in line and "min" in line
     saved = json.loads((result.generator_dir / "config.json").read_text())
     assert saved["config"]["image_size"] == 8
     assert SyntheticSet.open(result.set_dir).images.shape[-2:] == (16, 16)
