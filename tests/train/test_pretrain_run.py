@@ -68,9 +68,12 @@ def test_split_artifact_matches_make_split_and_keeps_held_out_classes_out(run, t
         names = {imageset.class_names[int(imageset.labels[where[i]])] for i in logged[side]}
         assert names == set(logged["id_classes"]), side
         assert not names & set(logged["ood_classes"]), side
-    for side in ("ood_val", "ood_test"):
+    groups = {"ood_val": logged["ood_val_classes"], "ood_test": logged["ood_classes"]}
+    assert groups["ood_val"] == ["Coat", "Sandal"]  # selection never sees a reported class
+    for side, classes in groups.items():
         names = {imageset.class_names[int(imageset.labels[where[i]])] for i in logged[side]}
-        assert names == set(logged["ood_classes"]), side
+        assert names == set(classes), side
+        assert not names & set(logged["id_classes"]), side
     all_id = set(logged["train"]) | set(logged["val"]) | set(logged["test"])
     assert len(all_id) == len(logged["train"]) + len(logged["val"]) + len(logged["test"])
 
