@@ -20,8 +20,8 @@ import numpy as np
 import torch
 
 from eibacl.config import PretrainConfig
+from eibacl.data.training_data import prepare_data
 from eibacl.evaluate.linear_probe import train_linear_probe
-from eibacl.train.data import prepare_data
 
 C_GRID = (0.01, 0.1, 1.0, 10.0, 100.0)
 

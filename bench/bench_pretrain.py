@@ -16,10 +16,10 @@ import time
 import torch
 
 from eibacl.config import PretrainConfig
+from eibacl.device import autocast, resolve_device
 from eibacl.models.encoders import build_encoder
 from eibacl.models.heads import SupConNetwork
 from eibacl.train.batches import Batch
-from eibacl.train.device import autocast, resolve_device
 from eibacl.train.objectives import SupConObjective
 
 

@@ -26,7 +26,10 @@ import torch
 from eibacl import distributed, tracking
 from eibacl.config import GenerateConfig, GenerateRunConfig, strength_list
 from eibacl.data.far_ood import load_far_ood_set, resolve_far_ood
+from eibacl.data.logged import log_data
 from eibacl.data.resize import resize_uint8
+from eibacl.data.training_data import TrainingData, prepare_data
+from eibacl.device import resolve_device
 from eibacl.generate.augment import (
     conditioning_weights,
     generate_synthetic_set,
@@ -50,8 +53,6 @@ from eibacl.generate.recipes import RecipeParams, parse_recipes, resolve_recipe
 from eibacl.generate.resized import ResizedBackend, generator_size
 from eibacl.generate.synthetic_set import SyntheticSet, SyntheticSetKey, is_complete
 from eibacl.paths import cache_dir
-from eibacl.train.data import TrainingData, prepare_data
-from eibacl.train.device import resolve_device
 
 log = logging.getLogger(__name__)
 SET_DIR_TAG = "eibacl.synthetic_set_dir"
@@ -437,8 +438,6 @@ def generate(config: GenerateRunConfig, nested: bool = False) -> GenerateResult:
         digest = tracking.params_digest(dataclasses.asdict(config))
         tracking.set_tags({tracking.PARAMS_TAG: digest})
         tracking.end_stale_runs("generate", digest)  # an earlier one killed with -9
-        from eibacl.train.runner import log_data
-
         log_data(data)
         device = distributed.local_device(resolve_device(config.device))
         result = ensure_synthetic_set(config, data, device, progress=config.progress)

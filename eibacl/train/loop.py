@@ -17,11 +17,11 @@ from tqdm.auto import tqdm
 
 from eibacl import distributed, tracking
 from eibacl.config import OptimConfig
+from eibacl.device import autocast
 from eibacl.evaluate.features import extract_features
 from eibacl.evaluate.scorers import knn_accuracy
 from eibacl.train.batches import BatchSampler
 from eibacl.train.checkpoint import CHECKPOINT_DIR, CHECKPOINT_FILE, save_checkpoint
-from eibacl.train.device import autocast
 
 log = logging.getLogger(__name__)
 EpochCallback = Callable[[int, dict[str, float]], None]

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from eibacl.config import PretrainConfig
+from eibacl.data.training_data import TrainingData
 from eibacl.models.encoders import Encoder
 from eibacl.models.heads import SupConNetwork
 from eibacl.train import feature_negatives
-from eibacl.train.data import TrainingData
 from eibacl.train.loop import EpochCallback
 from eibacl.train.objectives import SupConObjective
 from eibacl.train.runner import TrainResult, run_training

@@ -12,13 +12,13 @@ from mlflow.exceptions import MlflowException
 from eibacl import tracking
 from eibacl.cli import field_type
 from eibacl.config import DataConfig, ProbeConfig
+from eibacl.data.logged import SPLIT_ARTIFACT
 from eibacl.data.splits import Split
+from eibacl.data.training_data import TrainingData, evaluation_sets, prepare_data
+from eibacl.device import resolve_device
 from eibacl.evaluate.evaluation import Evaluation, evaluate_encoder
 from eibacl.registry import Registration, register_encoder
-from eibacl.train.data import TrainingData, evaluation_sets, prepare_data
-from eibacl.train.device import resolve_device
 from eibacl.train.loop import knn_validation
-from eibacl.train.runner import SPLIT_ARTIFACT
 
 log = logging.getLogger(__name__)
 

@@ -6,24 +6,22 @@ import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from eibacl import distributed, tracking
 from eibacl.config import synthetic_components
-from eibacl.data.report import REPORT_ARTIFACT, report, report_metrics
+from eibacl.data.logged import log_data
 from eibacl.data.splits import Split
+from eibacl.data.training_data import TrainingData, prepare_data
+from eibacl.device import resolve_device, seed_everything
 from eibacl.models.encoders import Encoder, build_encoder
 from eibacl.train.batches import BatchSampler, SyntheticPool
 from eibacl.train.checkpoint import CHECKPOINT_DIR, CHECKPOINT_FILE, load_checkpoint
-from eibacl.train.data import TrainingData, prepare_data
-from eibacl.train.device import resolve_device, seed_everything
 from eibacl.train.loop import EpochCallback, train_epochs
 
 log = logging.getLogger(__name__)
-SPLIT_ARTIFACT = "split.json"
 ENCODER_ARTIFACT = "encoder"
 # Parameters that may differ when resuming: they change where or how visibly the run
 # computes, not what it computes.
@@ -137,38 +135,6 @@ def make_sampler(config: Any, data: TrainingData, pool: SyntheticPool | None) ->
         positive_mode=config.positive_mode,
         near_ood_per_batch=config.near_ood_per_batch if "negatives" in components else 0,
     )
-
-
-def log_data(data: TrainingData, resumed: bool = False) -> None:
-    """The split (ids on each side) as an artifact, each side as an MLflow dataset, and what
-    the source skipped or used without a mask (metrics data/skipped, data/unmasked; a
-    resumed run has them already)."""
-    tracking.log_text(data.split.to_json(), SPLIT_ARTIFACT)
-    if not resumed:
-        tracking.log_metrics(report_metrics(data.imageset))
-    tracking.log_dict(report(data.imageset), REPORT_ARTIFACT)
-    source = data.imageset.source
-    digest = data.split.source_fingerprint
-    tracking.set_tags(
-        {tracking.DATA_TAG: digest[:16], "eibacl.split": data.split.fingerprint()[:16]}
-    )
-    for side in ("train", "val", "test"):
-        ids = data.split.side(side)
-        tracking.log_dataset(
-            name=dataset_name(source, side),
-            source=source,
-            digest=f"{digest[:16]}-{data.split.fingerprint()[:8]}-{side}",
-            context="training" if side == "train" else ("validation" if side == "val" else "test"),
-            size=len(ids),
-        )
-
-
-def dataset_name(source: str, side: str) -> str:
-    """'fashion-mnist-train'; for folder data the folder's name, not a path that looks like
-    a real folder ('eiba (folder): train' rather than 'folder:/data/eiba-train')."""
-    if source.startswith("folder:"):
-        return f"{Path(source[len('folder:') :]).name} (folder): {side}"
-    return f"{source.split(' ')[0]}-{side}"
 
 
 def _load_resume(config: Any) -> tuple[dict[str, Any], Any]:

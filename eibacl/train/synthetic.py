@@ -23,10 +23,10 @@ from eibacl.config import (
     needs_synthetic_set,
     synthetic_components,
 )
+from eibacl.data.training_data import TrainingData
 from eibacl.generate.judge import JUDGE_FILE, load_verdicts
 from eibacl.generate.synthetic_set import SyntheticSet, is_complete
 from eibacl.train.batches import SyntheticPool
-from eibacl.train.data import TrainingData
 
 log = logging.getLogger(__name__)
 

@@ -120,7 +120,7 @@ def training_worker(rank: int, world: int, port: int, out_dir: str, tiny: dict) 
     join_group(rank, world, port)
     from eibacl import distributed, tracking
     from eibacl.config import BaselineConfig, PretrainConfig
-    from eibacl.train import data
+    from eibacl.data import training_data as data
     from eibacl.train.baseline import baseline
     from eibacl.train.pretrain import pretrain
 

@@ -34,7 +34,7 @@ def main(storage: str, study_name: str, n_trials: int) -> None:
     from dist_workers import noise_far_ood
 
     from eibacl.config import TuneConfig
-    from eibacl.train import data
+    from eibacl.data import training_data as data
     from eibacl.tune import tune
 
     data.load_far_ood_set = noise_far_ood

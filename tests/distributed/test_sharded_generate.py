@@ -39,8 +39,8 @@ def two_sets(tmp_path_factory, make_experiment) -> dict:
     as CPU kernels may round differently with another thread count (a pixel in ~30,000 off
     by one): the comparison is of the work split, on equal arithmetic."""
     from eibacl.config import GenerateRunConfig
+    from eibacl.data.training_data import prepare_data
     from eibacl.generate import pipeline
-    from eibacl.train.data import prepare_data
 
     root = tmp_path_factory.mktemp("sharded")
     one, two, out = root / "one", root / "two", root / "out"

@@ -89,9 +89,9 @@ TINY = dict(
 
 
 def test_pipeline_trains_at_generator_size_and_says_how_long(fresh_experiment, caplog):
+    from eibacl.data.training_data import prepare_data
     from eibacl.generate.pipeline import generate, generator_key
     from eibacl.generate.synthetic_set import SyntheticSet
-    from eibacl.train.data import prepare_data
 
     config = GenerateRunConfig(**(TINY | {"generator_size": 8}))
     with caplog.at_level(logging.INFO, logger="eibacl.generate.pipeline"):

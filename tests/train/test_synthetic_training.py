@@ -11,9 +11,9 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from eibacl.config import ConfigError, PretrainConfig
+from eibacl.data.training_data import prepare_data
 from eibacl.generate.synthetic_set import SyntheticSet
 from eibacl.train.batches import Batch
-from eibacl.train.data import prepare_data
 from eibacl.train.objectives import SupConObjective
 from eibacl.train.pretrain import pretrain
 from eibacl.train.synthetic import build_pool, load_pool, resolve_set

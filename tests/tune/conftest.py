@@ -46,7 +46,7 @@ TINY_GENERATOR = dict(
 
 
 def noise_far_ood(spec: str, image_size: int, channels: int) -> SimpleNamespace:
-    """Stands in for `eibacl.train.data.load_far_ood_set` (MNIST decoding costs seconds)."""
+    """Stands in for `eibacl.data.training_data.load_far_ood_set` (MNIST decoding costs seconds)."""
     import torch
 
     gen = torch.Generator().manual_seed(0)
@@ -56,7 +56,7 @@ def noise_far_ood(spec: str, image_size: int, channels: int) -> SimpleNamespace:
 
 @pytest.fixture(scope="module", autouse=True)
 def cheap_far_ood() -> Iterator[None]:
-    from eibacl.train import data
+    from eibacl.data import training_data as data
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(data, "load_far_ood_set", noise_far_ood)

@@ -13,7 +13,7 @@ if __name__ == "__main__":
     spec = importlib.util.spec_from_file_location("tune_test_fixtures", HERE / "conftest.py")
     fixtures = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(fixtures)
-    from eibacl.train import data
+    from eibacl.data import training_data as data
 
     data.load_far_ood_set = fixtures.noise_far_ood
     sys.argv = [str(ENTRY_POINT), *sys.argv[1:]]
