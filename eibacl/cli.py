@@ -16,10 +16,9 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any, TypeVar
 
-from eibacl.config import ConfigError
+from eibacl.config import ConfigError, field_type
 
 T = TypeVar("T")
-TRUE, FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
 PACKAGE_DIR = Path(__file__).resolve().parent
 # Raised with a message for the user by eibacl's own code (a parameter, a file, the store):
 # one line. The same types raised inside torch, numpy, MLflow, ... (CUDA out of memory, a
@@ -29,31 +28,6 @@ USER_ERROR_TYPES = (ValueError, FileNotFoundError, PermissionError, RuntimeError
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM, raised like Ctrl-C: the MLflow run ends as KILLED and what was logged stays."""
-
-
-def parse_bool(text: str) -> bool:
-    value = str(text).strip().lower()
-    if value in TRUE:
-        return True
-    if value in FALSE:
-        return False
-    raise argparse.ArgumentTypeError(f"{text!r} is not a boolean: use true or false")
-
-
-def parse_int(text: str) -> int:
-    """Accept '100' and '100.0' (MLflow passes numbers as typed by the user)."""
-    try:
-        value = float(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from exc
-    if not value.is_integer():
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number")
-    return int(value)
-
-
-def field_type(field: dataclasses.Field) -> Callable[[str], Any]:
-    kind = field.type if isinstance(field.type, str) else field.type.__name__
-    return {"int": parse_int, "float": float, "bool": parse_bool}.get(kind, str)
 
 
 def build_parser(config_cls: type, description: str) -> argparse.ArgumentParser:

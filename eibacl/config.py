@@ -7,10 +7,15 @@ them (`python -m eibacl.mlproject`; a test fails when the file is stale).
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+TRUE, FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
 
 
 class ConfigError(ValueError):
@@ -19,6 +24,42 @@ class ConfigError(ValueError):
 
 def param(default: Any, help: str) -> Any:  # noqa: A002 - mirrors argparse
     return field(default=default, metadata={"help": help})
+
+
+def parse_bool(text: str) -> bool:
+    value = str(text).strip().lower()
+    if value in TRUE:
+        return True
+    if value in FALSE:
+        return False
+    raise argparse.ArgumentTypeError(f"{text!r} is not a boolean: use true or false")
+
+
+def parse_int(text: str) -> int:
+    """Accept '100' and '100.0' (MLflow passes numbers as typed by the user)."""
+    try:
+        value = float(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from exc
+    if not value.is_integer():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number")
+    return int(value)
+
+
+def field_type(field: dataclasses.Field) -> Callable[[str], Any]:
+    kind = field.type if isinstance(field.type, str) else field.type.__name__
+    return {"int": parse_int, "float": float, "bool": parse_bool}.get(kind, str)
+
+
+def config_from_params(config_cls: type[T], params: Mapping[str, str]) -> T:
+    """The `config_cls` a run was made with, from its logged (text) parameters; fields the
+    run did not log keep their defaults."""
+    values = {
+        f.name: field_type(f)(params[f.name])
+        for f in dataclasses.fields(config_cls)
+        if f.name in params
+    }
+    return config_cls(**values)
 
 
 @dataclass

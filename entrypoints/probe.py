@@ -4,7 +4,7 @@ import sys
 
 from eibacl.cli import run_entry_point
 from eibacl.config import ProbeConfig
-from eibacl.train.probe import probe
+from eibacl.evaluate.probe import probe
 
 if __name__ == "__main__":
     sys.exit(run_entry_point(ProbeConfig, sys.argv[1:], probe, __doc__))

@@ -164,7 +164,7 @@ class TinyProbe:
     """A probe of `TinyRun`, with what the linear probe was trained on."""
 
     run: TinyRun
-    result: object  # eibacl.train.probe.ProbeResult
+    result: object  # eibacl.evaluate.probe.ProbeResult
     probe_inputs: list[dict] = field(default_factory=list)
 
 
@@ -188,7 +188,7 @@ def tiny_probe(tiny_pretrain_run: TinyRun) -> TinyProbe:
     and labels `train_linear_probe` is given."""
     from eibacl.config import ProbeConfig
     from eibacl.evaluate import evaluation
-    from eibacl.train.probe import probe
+    from eibacl.evaluate.probe import probe
 
     captured: list[dict] = []
     original = evaluation.train_linear_probe

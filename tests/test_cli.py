@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from eibacl.cli import parse_bool, parse_config, parse_int, run_entry_point
-from eibacl.config import BaselineConfig, PretrainConfig, ProbeConfig
+from eibacl.cli import parse_config, run_entry_point
+from eibacl.config import BaselineConfig, PretrainConfig, ProbeConfig, parse_bool, parse_int
 
 
 def test_mlflow_number_and_bool_formats():

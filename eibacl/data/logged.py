@@ -1,12 +1,17 @@
-"""The data of a run in MLflow: the split as an artifact, each side as a dataset input."""
+"""The data of a run in MLflow: the split as an artifact, each side as a dataset input;
+and the exact data of a logged run, read back."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from mlflow.exceptions import MlflowException
+
 from eibacl import tracking
+from eibacl.config import DataConfig, config_from_params
 from eibacl.data.report import REPORT_ARTIFACT, report, report_metrics
-from eibacl.data.training_data import TrainingData
+from eibacl.data.splits import Split
+from eibacl.data.training_data import TrainingData, prepare_data
 
 SPLIT_ARTIFACT = "split.json"
 
@@ -41,3 +46,17 @@ def dataset_name(source: str, side: str) -> str:
     if source.startswith("folder:"):
         return f"{Path(source[len('folder:') :]).name} (folder): {side}"
     return f"{source.split(' ')[0]}-{side}"
+
+
+def load_run_data(run_id: str) -> TrainingData:
+    """The exact data and split of a logged training run."""
+    run = tracking.get_run(run_id)
+    try:
+        text = tracking.download(run_id, SPLIT_ARTIFACT).read_text()
+    except (MlflowException, OSError) as exc:
+        raise ValueError(
+            f"run {run_id} has no {SPLIT_ARTIFACT}: it is not a pretrain or baseline run; "
+            "probe one of those (-P encoder_uri=runs:/<run id>/encoder)"
+        ) from exc
+    split = Split.from_json(text)
+    return prepare_data(config_from_params(DataConfig, run.data.params), split)

@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from numpy.typing import ArrayLike
 
+from eibacl.evaluate.features import extract_features
+
 Features = torch.Tensor | np.ndarray
 
 _CHUNK = 2048  # test rows per similarity block: 2048 x 50k floats = 400 MB at most
@@ -202,3 +204,21 @@ def knn_accuracy(
     if preds.shape[0] != truth.shape[0]:
         raise ValueError(f"{preds.shape[0]} test features but {truth.shape[0]} labels")
     return float(np.mean(preds == truth))
+
+
+def knn_validation(
+    encoder: torch.nn.Module,
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    val_x: torch.Tensor,
+    val_y: torch.Tensor,
+    device: torch.device,
+) -> float:
+    """Cosine kNN accuracy (k <= 20) of `encoder`'s features on the validation images: the
+    training loop's per-epoch monitor, also logged by probe so the runs share a column."""
+    was_training = encoder.training
+    train_f = extract_features(encoder, train_x, device=str(device))
+    val_f = extract_features(encoder, val_x, device=str(device))
+    encoder.train(was_training)
+    k = min(20, len(train_f))
+    return knn_accuracy(train_f, train_y, val_f, val_y, k=k)

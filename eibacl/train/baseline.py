@@ -8,13 +8,13 @@ from eibacl.config import BaselineConfig, synthetic_components
 from eibacl.data.training_data import TrainingData, evaluation_sets
 from eibacl.device import resolve_device
 from eibacl.evaluate.evaluation import evaluate_encoder
+from eibacl.evaluate.probe import log_evaluation
 from eibacl.models.encoders import Encoder
 from eibacl.models.heads import ClassifierNetwork
 from eibacl.registry import register_encoder
 from eibacl.train import feature_negatives
 from eibacl.train.loop import EpochCallback
 from eibacl.train.objectives import CrossEntropyObjective
-from eibacl.train.probe import log_evaluation
 from eibacl.train.runner import TrainResult, run_training
 from eibacl.train.synthetic import load_pool
 

@@ -18,8 +18,7 @@ from tqdm.auto import tqdm
 from eibacl import distributed, tracking
 from eibacl.config import OptimConfig
 from eibacl.device import autocast
-from eibacl.evaluate.features import extract_features
-from eibacl.evaluate.scorers import knn_accuracy
+from eibacl.evaluate.scorers import knn_validation
 from eibacl.train.batches import BatchSampler
 from eibacl.train.checkpoint import CHECKPOINT_DIR, CHECKPOINT_FILE, save_checkpoint
 
@@ -54,22 +53,6 @@ class LoopState:
     epoch: int = 0  # epochs completed
     logged_steps: set[int] = field(default_factory=set)
     metrics: dict[str, float] = field(default_factory=dict)
-
-
-def knn_validation(
-    encoder: torch.nn.Module,
-    train_x: torch.Tensor,
-    train_y: torch.Tensor,
-    val_x: torch.Tensor,
-    val_y: torch.Tensor,
-    device: torch.device,
-) -> float:
-    was_training = encoder.training
-    train_f = extract_features(encoder, train_x, device=str(device))
-    val_f = extract_features(encoder, val_x, device=str(device))
-    encoder.train(was_training)
-    k = min(20, len(train_f))
-    return knn_accuracy(train_f, train_y, val_f, val_y, k=k)
 
 
 def train_epochs(

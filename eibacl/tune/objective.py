@@ -53,8 +53,8 @@ class TrialObjective:
         self.single = len(self.metrics) == 1
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
+        from eibacl.evaluate.probe import probe
         from eibacl.train.pretrain import pretrain
-        from eibacl.train.probe import probe
 
         values = space.suggest(trial, self.config)
         pretrain_config = space.trial_config(self.config, values)

@@ -9,10 +9,10 @@ from typing import Any, TypeVar
 
 from eibacl import tracking
 from eibacl.config import BaselineConfig, PretrainConfig, ProbeConfig
+from eibacl.evaluate.probe import probe
 from eibacl.generate.pipeline import generate
 from eibacl.train.baseline import baseline
 from eibacl.train.pretrain import pretrain
-from eibacl.train.probe import probe
 from eibacl.train.synthetic import generation_config
 
 log = logging.getLogger(__name__)

@@ -46,9 +46,9 @@ def build_folder(root):
 
 @pytest.fixture(scope="module")
 def folder_runs(tmp_path_factory, make_experiment, make_tiny_config):
+    from eibacl.evaluate.probe import probe
     from eibacl.train.baseline import baseline
     from eibacl.train.pretrain import pretrain
-    from eibacl.train.probe import probe
 
     root, far = build_folder(tmp_path_factory.mktemp("eiba") / "parts")
     name = f"folder-{uuid.uuid4().hex[:8]}"

@@ -14,8 +14,8 @@ from eibacl import tracking
 from eibacl.config import ProbeConfig
 from eibacl.data.sources import load_source
 from eibacl.evaluate.features import extract_features
+from eibacl.evaluate.probe import probe
 from eibacl.paths import cache_dir
-from eibacl.train.probe import probe
 
 SCORERS = ("knn", "mahalanobis", "msp", "energy")
 OOD_SETS = ("near", "far")

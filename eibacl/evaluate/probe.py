@@ -10,15 +10,13 @@ import torch
 from mlflow.exceptions import MlflowException
 
 from eibacl import tracking
-from eibacl.cli import field_type
-from eibacl.config import DataConfig, ProbeConfig
-from eibacl.data.logged import SPLIT_ARTIFACT
-from eibacl.data.splits import Split
-from eibacl.data.training_data import TrainingData, evaluation_sets, prepare_data
+from eibacl.config import ProbeConfig
+from eibacl.data.logged import SPLIT_ARTIFACT, load_run_data
+from eibacl.data.training_data import TrainingData, evaluation_sets
 from eibacl.device import resolve_device
 from eibacl.evaluate.evaluation import Evaluation, evaluate_encoder
+from eibacl.evaluate.scorers import knn_validation
 from eibacl.registry import Registration, register_encoder
-from eibacl.train.loop import knn_validation
 
 log = logging.getLogger(__name__)
 
@@ -28,29 +26,6 @@ class ProbeResult:
     run_id: str
     evaluation: Evaluation
     registration: Registration | None
-
-
-def data_config_of(params: dict[str, str]) -> DataConfig:
-    """The DataConfig a run was made with, from its logged parameters."""
-    values = {}
-    for field in dataclasses.fields(DataConfig):
-        if field.name in params:
-            values[field.name] = field_type(field)(params[field.name])
-    return DataConfig(**values)
-
-
-def load_run_data(run_id: str) -> TrainingData:
-    """The exact data and split of a logged training run."""
-    run = tracking.get_run(run_id)
-    try:
-        text = tracking.download(run_id, SPLIT_ARTIFACT).read_text()
-    except (MlflowException, OSError) as exc:
-        raise ValueError(
-            f"run {run_id} has no {SPLIT_ARTIFACT}: it is not a pretrain or baseline run; "
-            "probe one of those (-P encoder_uri=runs:/<run id>/encoder)"
-        ) from exc
-    split = Split.from_json(text)
-    return prepare_data(data_config_of(run.data.params), split)
 
 
 def check_encoder_input(encoder: torch.nn.Module, data: TrainingData, uri: str) -> None:
