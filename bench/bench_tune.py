@@ -29,7 +29,7 @@ def main(argv: list[str]) -> None:
 
     from mlflow.tracking import MlflowClient
 
-    from eibacl import tracking
+    from eibacl import names, tracking
     from eibacl.cli import parse_config
     from eibacl.config import TuneConfig
     from eibacl.tune import tune
@@ -47,8 +47,8 @@ def main(argv: list[str]) -> None:
     print(f"cache: {os.environ['EIBACL_CACHE']}  store: {os.environ['MLFLOW_TRACKING_URI']}")
     for run in sorted(runs, key=lambda r: r.info.start_time):
         seconds = ((run.info.end_time or run.info.start_time) - run.info.start_time) / 1000
-        entry = run.data.tags.get(tracking.ENTRY_TAG, "?")
-        trial = run.data.tags.get("eibacl.trial", "-")
+        entry = run.data.tags.get(names.ENTRY_TAG, "?")
+        trial = run.data.tags.get(names.TRIAL_TAG, "-")
         print(f"{entry:9s} trial {trial:>3s}  {seconds:8.1f} s  {run.info.status}")
     print(f"study total {total:.1f} s for {len(result.study.trials)} trial(s)")
     for trial in result.study.trials:

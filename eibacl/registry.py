@@ -17,7 +17,7 @@ import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from eibacl import tracking
+from eibacl import names, tracking
 from eibacl.evaluate.evaluation import SELECTION_NEAR_OOD
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ def register_encoder(
     client = MlflowClient()
     version_tags = {k: str(v) for k, v in tags.items()}
     version_tags |= {m: str(metrics[m]) for m in SELECTION_METRICS if m in metrics}
-    version_tags["eibacl.selection"] = " > ".join(SELECTION_METRICS)
+    version_tags[names.SELECTION_TAG] = " > ".join(SELECTION_METRICS)
     current = champion_version(client)
     version = mlflow.register_model(model_uri, tracking.REGISTERED_MODEL, tags=version_tags)
     champion = settle_champion(client)

@@ -30,21 +30,15 @@ from matplotlib.figure import Figure  # noqa: E402
 from mlflow.entities import Run  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-from eibacl import distributed  # noqa: E402
+from eibacl import distributed, names  # noqa: E402
 
 log = logging.getLogger(__name__)
 
 EXPERIMENT = "eibacl"
 DEFAULT_URI = "sqlite:///mlflow.db"
-METHOD_TAG = "eibacl.method"
-ENTRY_TAG = "eibacl.entry_point"
-SYNTHETIC_TAG = "eibacl.synthetic"
-DATA_TAG = "eibacl.data_digest"
 REGISTERED_MODEL = "eibacl-encoder"
 CHAMPION = "champion"
 MODEL_PACKAGES = ("torch", "torchvision", "numpy", "mlflow")
-PROCESS_TAG = "eibacl.process"  # host:pid of the process that runs (or ran) the run
-SUPERSEDED_TAG = "eibacl.superseded_by"
 
 
 class TrackingError(RuntimeError):
@@ -179,7 +173,7 @@ def start_run(
     exp = None if run_id else experiment_id()
     from eibacl.version import code_version
 
-    tags = (tags or {}) | {PROCESS_TAG: process_label(), CODE_TAG: code_version()}
+    tags = (tags or {}) | {names.PROCESS_TAG: process_label(), names.CODE_TAG: code_version()}
     with mlflow.start_run(
         run_id=run_id, run_name=run_name, experiment_id=exp, nested=nested, tags=tags
     ) as run:
@@ -221,7 +215,7 @@ def end_stale_runs(entry_point: str, digest: str) -> int:
     active = mlflow.active_run()
     current = active.info.run_id if active is not None else ""
     runs = find_runs(
-        f"tags.`{ENTRY_TAG}` = '{entry_point}' and tags.`{PARAMS_TAG}` = '{digest}' "
+        f"tags.`{names.ENTRY_TAG}` = '{entry_point}' and tags.`{names.PARAMS_TAG}` = '{digest}' "
         "and attributes.status = 'RUNNING'",
         max_results=200,
     )
@@ -230,8 +224,8 @@ def end_stale_runs(entry_point: str, digest: str) -> int:
     for run in runs:
         if run.info.run_id == current:
             continue
-        if _process_gone(run.data.tags.get(PROCESS_TAG, "")):
-            client.set_tag(run.info.run_id, SUPERSEDED_TAG, current)
+        if _process_gone(run.data.tags.get(names.PROCESS_TAG, "")):
+            client.set_tag(run.info.run_id, names.SUPERSEDED_TAG, current)
             client.set_terminated(run.info.run_id, status="KILLED")
             ended += 1
         else:
@@ -355,7 +349,7 @@ def dataset_source(source: str) -> Any:
     found = re.fullmatch(r"folder:(.+)|[^(]+\([^:]+: (.+)\)", source)
     if found:
         return LocalArtifactDatasetSource(found.group(1) or found.group(2))
-    return CodeDatasetSource(tags={"eibacl.source": source})
+    return CodeDatasetSource(tags={names.SOURCE_TAG: source})
 
 
 @primary_only(str)
@@ -452,7 +446,8 @@ def metric_history(run_id: str, key: str) -> list[tuple[int, float]]:
 
 def newest_finished_run(entry_point: str) -> Run:
     runs = find_runs(
-        f"tags.`{ENTRY_TAG}` = '{entry_point}' and attributes.status = 'FINISHED'", max_results=1
+        f"tags.`{names.ENTRY_TAG}` = '{entry_point}' and attributes.status = 'FINISHED'",
+        max_results=1,
     )
     if not runs:
         raise ValueError(
@@ -495,7 +490,7 @@ def resolve_encoder(uri: str) -> tuple[str, str]:
 
 
 def _encoder_of(run: Run) -> str:
-    uri = run.data.tags.get("eibacl.encoder_uri")
+    uri = run.data.tags.get(names.ENCODER_URI_TAG)
     if not uri:
         raise ValueError(
             f"run {run.info.run_id} has no logged encoder (it did not finish): resume it with "
@@ -504,8 +499,6 @@ def _encoder_of(run: Run) -> str:
     return uri
 
 
-PARAMS_TAG = "eibacl.params"
-CODE_TAG = "eibacl.code_version"
 CODE_KEY = "__code__"  # in the digest only: no parameter of that name can exist
 # Parameters that change where or how visibly a run computes, not what it computes.
 VOLATILE_PARAMS = ("progress", "device", "resume", "register")
@@ -527,7 +520,7 @@ def find_finished(entry_point: str, digest: str) -> Run | None:
     """The newest FINISHED run of `entry_point` with these parameters (MLflow's multistep
     workflow reuse, keyed by a digest instead of comparing every parameter)."""
     runs = find_runs(
-        f"tags.`{ENTRY_TAG}` = '{entry_point}' and tags.`{PARAMS_TAG}` = '{digest}' "
+        f"tags.`{names.ENTRY_TAG}` = '{entry_point}' and tags.`{names.PARAMS_TAG}` = '{digest}' "
         "and attributes.status = 'FINISHED'",
         max_results=1,
     )

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from mlflow.tracking import MlflowClient
 
-from eibacl import registry, tracking
+from eibacl import names, registry, tracking
 from eibacl.evaluate.evaluation import SELECTION_NEAR_OOD
 
 
@@ -16,7 +16,7 @@ def _champion(name: str) -> str:
 
 def test_selection_rule_and_tie_break(tiny_pretrain_run, fresh_registry):
     uri = tiny_pretrain_run.result.model_uri
-    tags = {tracking.METHOD_TAG: "supcon"}
+    tags = {names.METHOD_TAG: "supcon"}
 
     def register(acc: float, auroc: float | None = None, test_acc: float = 0.5):
         metrics = {"val/accuracy": acc, "test/accuracy": test_acc}
@@ -50,7 +50,7 @@ def test_selection_rule_and_tie_break(tiny_pretrain_run, fresh_registry):
 
     version = MlflowClient().get_model_version(fresh_registry, better.version)
     assert version.tags["val/accuracy"] == "0.6"
-    assert version.tags[tracking.METHOD_TAG] == "supcon"
+    assert version.tags[names.METHOD_TAG] == "supcon"
     assert "test/accuracy" not in version.tags
     assert str(registry.champion_version().version) == better.version
 

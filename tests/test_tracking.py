@@ -8,7 +8,7 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from eibacl import tracking
+from eibacl import names, tracking
 from eibacl.tracking import TrackingError
 
 
@@ -126,9 +126,9 @@ def test_get_run_of_unknown_id_is_a_value_error():
 
 START_AND_DIE = """
 import os, signal, sys
-from eibacl import tracking
+from eibacl import names, tracking
 
-tags = {tracking.ENTRY_TAG: "generate", tracking.PARAMS_TAG: sys.argv[1]}
+tags = {names.ENTRY_TAG: "generate", names.PARAMS_TAG: sys.argv[1]}
 with tracking.start_run(run_name="doomed", tags=tags):
     os.kill(os.getpid(), signal.SIGKILL)
 """
@@ -149,13 +149,13 @@ def test_a_rerun_ends_runs_whose_process_was_killed(fresh_experiment):
     child = subprocess.Popen([sys.executable, "-c", START_AND_DIE, digest], cwd=repo)
     assert child.wait(timeout=300) == -signal.SIGKILL
     (dead,) = tracking.find_runs("attributes.status = 'RUNNING'")
-    assert dead.data.tags[tracking.PROCESS_TAG].endswith(":" + str(child.pid))
-    tags = {tracking.ENTRY_TAG: "generate", tracking.PARAMS_TAG: digest}
+    assert dead.data.tags[names.PROCESS_TAG].endswith(":" + str(child.pid))
+    tags = {names.ENTRY_TAG: "generate", names.PARAMS_TAG: digest}
     elsewhere = MlflowClient().create_run(
-        tracking.experiment_id(), tags=tags | {tracking.PROCESS_TAG: "other-host:1"}
+        tracking.experiment_id(), tags=tags | {names.PROCESS_TAG: "other-host:1"}
     )
     alive = MlflowClient().create_run(
-        tracking.experiment_id(), tags=tags | {tracking.PROCESS_TAG: tracking.process_label()}
+        tracking.experiment_id(), tags=tags | {names.PROCESS_TAG: tracking.process_label()}
     )
     with tracking.start_run(run_name="rerun", tags=tags) as run:
         assert tracking.end_stale_runs("generate", digest) == 1
@@ -163,7 +163,7 @@ def test_a_rerun_ends_runs_whose_process_was_killed(fresh_experiment):
     client = MlflowClient()
     ended = client.get_run(dead.info.run_id)
     assert ended.info.status == "KILLED"
-    assert ended.data.tags[tracking.SUPERSEDED_TAG] == run.info.run_id
+    assert ended.data.tags[names.SUPERSEDED_TAG] == run.info.run_id
     assert client.get_run(elsewhere.info.run_id).info.status == "RUNNING"
     assert client.get_run(alive.info.run_id).info.status == "RUNNING"
     assert mlflow.get_run(run.info.run_id).info.status == "FINISHED"

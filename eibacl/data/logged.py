@@ -7,28 +7,24 @@ from pathlib import Path
 
 from mlflow.exceptions import MlflowException
 
-from eibacl import tracking
+from eibacl import names, tracking
 from eibacl.config import DataConfig, config_from_params
-from eibacl.data.report import REPORT_ARTIFACT, report, report_metrics
+from eibacl.data.report import report, report_metrics
 from eibacl.data.splits import Split
 from eibacl.data.training_data import TrainingData, prepare_data
-
-SPLIT_ARTIFACT = "split.json"
 
 
 def log_data(data: TrainingData, resumed: bool = False) -> None:
     """The split (ids on each side) as an artifact, each side as an MLflow dataset, and what
     the source skipped or used without a mask (metrics data/skipped, data/unmasked; a
     resumed run has them already)."""
-    tracking.log_text(data.split.to_json(), SPLIT_ARTIFACT)
+    tracking.log_text(data.split.to_json(), names.SPLIT_ARTIFACT)
     if not resumed:
         tracking.log_metrics(report_metrics(data.imageset))
-    tracking.log_dict(report(data.imageset), REPORT_ARTIFACT)
+    tracking.log_dict(report(data.imageset), names.REPORT_ARTIFACT)
     source = data.imageset.source
     digest = data.split.source_fingerprint
-    tracking.set_tags(
-        {tracking.DATA_TAG: digest[:16], "eibacl.split": data.split.fingerprint()[:16]}
-    )
+    tracking.set_tags({names.DATA_TAG: digest[:16], names.SPLIT_TAG: data.split.fingerprint()[:16]})
     for side in ("train", "val", "test"):
         ids = data.split.side(side)
         tracking.log_dataset(
@@ -52,10 +48,10 @@ def load_run_data(run_id: str) -> TrainingData:
     """The exact data and split of a logged training run."""
     run = tracking.get_run(run_id)
     try:
-        text = tracking.download(run_id, SPLIT_ARTIFACT).read_text()
+        text = tracking.download(run_id, names.SPLIT_ARTIFACT).read_text()
     except (MlflowException, OSError) as exc:
         raise ValueError(
-            f"run {run_id} has no {SPLIT_ARTIFACT}: it is not a pretrain or baseline run; "
+            f"run {run_id} has no {names.SPLIT_ARTIFACT}: it is not a pretrain or baseline run; "
             "probe one of those (-P encoder_uri=runs:/<run id>/encoder)"
         ) from exc
     split = Split.from_json(text)

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from eibacl import names
 from eibacl.data.imageset import ImageSet
-
-REPORT_ARTIFACT = "data_report.json"
 
 
 def has_masks(imageset: ImageSet) -> bool:
@@ -68,5 +67,5 @@ def report_line(imageset: ImageSet) -> str:
     return (
         f"data {imageset.source}: "
         + "; ".join(parts)
-        + f"; listed in the run's {REPORT_ARTIFACT} (metrics data/skipped, data/unmasked)"
+        + f"; listed in the run's {names.REPORT_ARTIFACT} (metrics data/skipped, data/unmasked)"
     )

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 import torch
 from mlflow.exceptions import MlflowException
 
-from eibacl import tracking
+from eibacl import names, tracking
 from eibacl.config import ProbeConfig
-from eibacl.data.logged import SPLIT_ARTIFACT, load_run_data
+from eibacl.data.logged import load_run_data
 from eibacl.data.training_data import TrainingData, evaluation_sets
 from eibacl.device import resolve_device
 from eibacl.evaluate.evaluation import Evaluation, evaluate_encoder
@@ -55,26 +55,26 @@ def probe(config: ProbeConfig, nested: bool = False) -> ProbeResult:
     check_encoder_input(encoder, data, model_uri)
     sets = evaluation_sets(data, config.far_ood)
     sets.check(config.knn_k)  # before a run exists: a bad knn_k leaves nothing behind
-    method = source.data.tags.get(tracking.METHOD_TAG, "supcon")
+    method = source.data.tags.get(names.METHOD_TAG, "supcon")
     tags = {
-        tracking.METHOD_TAG: method,
-        tracking.ENTRY_TAG: "probe",
-        tracking.SYNTHETIC_TAG: source.data.tags.get(tracking.SYNTHETIC_TAG, "none"),
-        tracking.DATA_TAG: source.data.tags.get(tracking.DATA_TAG, ""),
-        "eibacl.pretrain_run": source_run_id,
-        "eibacl.encoder_uri": model_uri,
+        names.METHOD_TAG: method,
+        names.ENTRY_TAG: "probe",
+        names.SYNTHETIC_TAG: source.data.tags.get(names.SYNTHETIC_TAG, "none"),
+        names.DATA_TAG: source.data.tags.get(names.DATA_TAG, ""),
+        names.PRETRAIN_RUN_TAG: source_run_id,
+        names.ENCODER_URI_TAG: model_uri,
     }
     with tracking.start_run(run_name=f"probe-{method}", tags=tags, nested=nested) as run:
         tracking.log_params(dataclasses.asdict(config) | {"pretrain_run": source_run_id})
         tracking.log_params(source.data.params)
-        tracking.set_tags({tracking.PARAMS_TAG: tracking.params_digest(dataclasses.asdict(config))})
-        tracking.log_text(data.split.to_json(), SPLIT_ARTIFACT)
+        tracking.set_tags({names.PARAMS_TAG: tracking.params_digest(dataclasses.asdict(config))})
+        tracking.log_text(data.split.to_json(), names.SPLIT_ARTIFACT)
         device = resolve_device(config.device)
         evaluation = evaluate_encoder(
             encoder, sets, knn_k=config.knn_k, seed=config.probe_seed, device=str(device)
         )
         # The training loop's last-epoch metric, so probe and baseline runs share columns.
-        evaluation.metrics["val/knn_accuracy"] = knn_validation(
+        evaluation.metrics[names.VAL_KNN_ACCURACY] = knn_validation(
             encoder, data.train_x, data.train_y, data.val_x, data.val_y, device
         )
         log_evaluation(evaluation, f"{method} probe of run {source_run_id}", model_uri)
@@ -83,8 +83,8 @@ def probe(config: ProbeConfig, nested: bool = False) -> ProbeResult:
             registration = register_encoder(model_uri, evaluation.metrics, tags)
             tracking.set_tags(
                 {
-                    "eibacl.model_version": registration.version,
-                    "eibacl.champion": registration.champion,
+                    names.MODEL_VERSION_TAG: registration.version,
+                    names.CHAMPION_TAG: registration.champion,
                 }
             )
         return ProbeResult(run.info.run_id, evaluation, registration)
@@ -97,6 +97,6 @@ def log_evaluation(evaluation: Evaluation, title: str, model_uri: str = "") -> N
     tracking.log_metrics(evaluation.metrics, model_uri=model_uri)
     for path, figure in evaluation.figures.items():
         tracking.log_figure(figure, path)
-    tracking.log_dict(evaluation.summary, "summary.json")
-    tracking.log_text(summary_markdown(evaluation.summary, title), "summary.md")
+    tracking.log_dict(evaluation.summary, names.SUMMARY_JSON)
+    tracking.log_text(summary_markdown(evaluation.summary, title), names.SUMMARY_MD)
     log.info("%s: %s", title, {k: round(v, 4) for k, v in evaluation.summary.items()})

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from eibacl import distributed, tracking
+from eibacl import distributed, names, tracking
 from eibacl.config import GenerateConfig, GenerateRunConfig, strength_list
 from eibacl.data.far_ood import load_far_ood_set, resolve_far_ood
 from eibacl.data.logged import log_data
@@ -55,8 +55,6 @@ from eibacl.generate.synthetic_set import SyntheticSet, SyntheticSetKey, is_comp
 from eibacl.paths import cache_dir
 
 log = logging.getLogger(__name__)
-SET_DIR_TAG = "eibacl.synthetic_set_dir"
-SET_KEY_TAG = "eibacl.synthetic_set"
 QUALITY_FILE = "quality.json"
 SAMPLES_DIR = "samples"
 # Generator settings that change the trained model (the rest only change sampling).
@@ -427,7 +425,7 @@ def sample_grids(config: GenerateConfig, data: TrainingData, result: GenerateRes
 def generate(config: GenerateRunConfig, nested: bool = False) -> GenerateResult:
     """The `generate` entry point: an MLflow run around `ensure_synthetic_set`."""
     distributed.init_from_env()  # under torchrun: join the group (else a no-op)
-    tags = {tracking.ENTRY_TAG: "generate", "eibacl.generator": config.generator}
+    tags = {names.ENTRY_TAG: "generate", names.GENERATOR_TAG: config.generator}
     with tracking.start_run(
         run_name=f"generate-{config.generator}", tags=tags, nested=nested
     ) as run:
@@ -436,7 +434,7 @@ def generate(config: GenerateRunConfig, nested: bool = False) -> GenerateResult:
             data = prepare_data(config)
         tracking.log_params(dataclasses.asdict(config))
         digest = tracking.params_digest(dataclasses.asdict(config))
-        tracking.set_tags({tracking.PARAMS_TAG: digest})
+        tracking.set_tags({names.PARAMS_TAG: digest})
         tracking.end_stale_runs("generate", digest)  # an earlier one killed with -9
         log_data(data)
         device = distributed.local_device(resolve_device(config.device))
@@ -444,10 +442,10 @@ def generate(config: GenerateRunConfig, nested: bool = False) -> GenerateResult:
         result.run_id = run.info.run_id
         tracking.set_tags(
             {
-                SET_DIR_TAG: str(result.set_dir),
-                SET_KEY_TAG: result.key[:16],
-                "eibacl.synthetic_reused": result.reused,
-                "eibacl.generator_dir": str(result.generator_dir),
+                names.SET_DIR_TAG: str(result.set_dir),
+                names.SET_KEY_TAG: result.key[:16],
+                names.SET_REUSED_TAG: result.reused,
+                names.GENERATOR_DIR_TAG: str(result.generator_dir),
             }
         )
         tracking.log_metrics(

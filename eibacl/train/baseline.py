@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from eibacl import tracking
+from eibacl import names, tracking
 from eibacl.config import BaselineConfig, synthetic_components
 from eibacl.data.training_data import TrainingData, evaluation_sets
 from eibacl.device import resolve_device
@@ -51,15 +51,15 @@ def baseline(
         log_evaluation(evaluation, f"cross-entropy baseline {result.run_id}", result.model_uri)
         if config.register:
             tags = {
-                tracking.METHOD_TAG: "ce",
-                tracking.SYNTHETIC_TAG: config.synthetic,
-                tracking.DATA_TAG: result.data.split.source_fingerprint[:16],
+                names.METHOD_TAG: "ce",
+                names.SYNTHETIC_TAG: config.synthetic,
+                names.DATA_TAG: result.data.split.source_fingerprint[:16],
             }
             registration = register_encoder(result.model_uri, evaluation.metrics, tags)
             tracking.set_tags(
                 {
-                    "eibacl.model_version": registration.version,
-                    "eibacl.champion": registration.champion,
+                    names.MODEL_VERSION_TAG: registration.version,
+                    names.CHAMPION_TAG: registration.champion,
                 }
             )
 

@@ -13,9 +13,6 @@ from typing import Any
 
 import torch
 
-CHECKPOINT_DIR = "checkpoints"
-CHECKPOINT_FILE = "last.pt"
-
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be read safely; the message says what to do instead."""

@@ -15,12 +15,12 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from eibacl import distributed, tracking
+from eibacl import distributed, names, tracking
 from eibacl.config import OptimConfig
 from eibacl.device import autocast
 from eibacl.evaluate.scorers import knn_validation
 from eibacl.train.batches import BatchSampler
-from eibacl.train.checkpoint import CHECKPOINT_DIR, CHECKPOINT_FILE, save_checkpoint
+from eibacl.train.checkpoint import save_checkpoint
 
 log = logging.getLogger(__name__)
 EpochCallback = Callable[[int, dict[str, float]], None]
@@ -117,7 +117,7 @@ def train_epochs(
     if ddp is not None:
         objective.ddp = ddp
     primary = distributed.is_primary()
-    checkpoint_path = Path(tempfile.mkdtemp(prefix="eibacl-ckpt-")) / CHECKPOINT_FILE
+    checkpoint_path = Path(tempfile.mkdtemp(prefix="eibacl-ckpt-")) / names.CHECKPOINT_FILE
     bar = tqdm(
         range(state.epoch + 1, optim.epochs + 1),
         desc=objective.method,
@@ -152,7 +152,7 @@ def train_epochs(
             total_loss, seen = distributed.all_reduce_sum([total_loss, seen])
             total_loss /= distributed.world_size()
         metrics = {
-            "train/loss": total_loss / max(1, batches),
+            names.TRAIN_LOSS: total_loss / max(1, batches),
             "train/lr": scheduler.get_last_lr()[0],
             "train/images_per_s": seen / max(elapsed, 1e-9),
             "train/synthetic_drawn": float(synthetic),
@@ -161,7 +161,7 @@ def train_epochs(
             metrics["train/feature_negatives"] = float(feature_negatives)
         is_last = epoch == optim.epochs
         if primary and ((optim.eval_every and epoch % optim.eval_every == 0) or is_last):
-            metrics["val/knn_accuracy"] = knn_validation(
+            metrics[names.VAL_KNN_ACCURACY] = knn_validation(
                 network.encoder, *validation, device=device
             )
         if ddp is not None:
@@ -182,12 +182,12 @@ def train_epochs(
                     **(extra_state or {}),
                 },
             )
-            tracking.log_artifact(checkpoint_path, CHECKPOINT_DIR)
+            tracking.log_artifact(checkpoint_path, names.CHECKPOINT_DIR)
         if epoch not in state.logged_steps:
             tracking.log_metrics(metrics, step=epoch)
             state.logged_steps.add(epoch)
         state.metrics = metrics
-        bar.set_postfix(loss=f"{metrics['train/loss']:.3f}")
+        bar.set_postfix(loss=f"{metrics[names.TRAIN_LOSS]:.3f}")
         if on_epoch is not None:
             on_epoch(epoch, metrics)
     return state

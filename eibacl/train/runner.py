@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from eibacl import distributed, tracking
+from eibacl import distributed, names, tracking
 from eibacl.config import synthetic_components
 from eibacl.data.logged import log_data
 from eibacl.data.splits import Split
@@ -18,11 +18,10 @@ from eibacl.data.training_data import TrainingData, prepare_data
 from eibacl.device import resolve_device, seed_everything
 from eibacl.models.encoders import Encoder, build_encoder
 from eibacl.train.batches import BatchSampler, SyntheticPool
-from eibacl.train.checkpoint import CHECKPOINT_DIR, CHECKPOINT_FILE, load_checkpoint
+from eibacl.train.checkpoint import load_checkpoint
 from eibacl.train.loop import EpochCallback, train_epochs
 
 log = logging.getLogger(__name__)
-ENCODER_ARTIFACT = "encoder"
 # Parameters that may differ when resuming: they change where or how visibly the run
 # computes, not what it computes.
 RESUME_OVERRIDABLE = ("resume", "progress", "device")
@@ -57,12 +56,12 @@ def run_training(
         loaded = _load_resume(config) if distributed.is_primary() else None
         resume_state, config = distributed.broadcast_object(loaded)
     tags = {
-        tracking.METHOD_TAG: method,
-        tracking.ENTRY_TAG: "pretrain" if method == "supcon" else "baseline",
-        tracking.SYNTHETIC_TAG: getattr(config, "synthetic", "none"),
+        names.METHOD_TAG: method,
+        names.ENTRY_TAG: "pretrain" if method == "supcon" else "baseline",
+        names.SYNTHETIC_TAG: getattr(config, "synthetic", "none"),
     }
     with tracking.start_run(
-        run_name=f"{method}-{tags[tracking.SYNTHETIC_TAG]}",
+        run_name=f"{method}-{tags[names.SYNTHETIC_TAG]}",
         tags=tags,
         run_id=config.resume or None,
         nested=nested,
@@ -72,7 +71,7 @@ def run_training(
         with distributed.primary_first():  # rank 0 fills the data cache
             data = prepare_data(config, split)
         tracking.log_params(dataclasses.asdict(config))
-        tracking.set_tags({tracking.PARAMS_TAG: tracking.params_digest(dataclasses.asdict(config))})
+        tracking.set_tags({names.PARAMS_TAG: tracking.params_digest(dataclasses.asdict(config))})
         log_data(data, resumed=resume_state is not None)
         pool = make_pool(config, data)
         device = distributed.local_device(resolve_device(config.device))
@@ -86,7 +85,7 @@ def run_training(
         )
         objective = make_objective(config, data, encoder)
         sampler = make_sampler(config, data, pool)
-        logged = tracking.logged_metric_steps(run_id, "train/loss") if resume_state else set()
+        logged = tracking.logged_metric_steps(run_id, names.TRAIN_LOSS) if resume_state else set()
         state = train_epochs(
             objective,
             sampler,
@@ -99,17 +98,16 @@ def run_training(
             extra_state={"config": dataclasses.asdict(config), "split": data.split.to_json()},
         )
         log_training_curves(run_id)
-        model_uri = tracking.log_encoder(encoder, ENCODER_ARTIFACT)
+        model_uri = tracking.log_encoder(encoder, names.ENCODER_ARTIFACT)
         model_uri = distributed.broadcast_object(model_uri)  # rank 0's
-        tracking.set_tags({"eibacl.encoder_uri": model_uri})
+        tracking.set_tags({names.ENCODER_URI_TAG: model_uri})
         result = TrainResult(run_id, encoder, objective.network, data, state.metrics, model_uri)
         if after_training is not None and distributed.is_primary():  # evaluation: rank 0
             after_training(result)
         return result
 
 
-CURVES = ("train/loss", "val/knn_accuracy")
-CURVES_ARTIFACT = "plots/training_curves.png"
+CURVES = (names.TRAIN_LOSS, names.VAL_KNN_ACCURACY)
 
 
 def log_training_curves(run_id: str) -> None:
@@ -120,7 +118,7 @@ def log_training_curves(run_id: str) -> None:
     from eibacl.evaluate.plots import training_curves_figure
 
     curves = {key: tracking.metric_history(run_id, key) for key in CURVES}
-    tracking.log_figure(training_curves_figure(curves), CURVES_ARTIFACT)
+    tracking.log_figure(training_curves_figure(curves), names.CURVES_ARTIFACT)
 
 
 def make_sampler(config: Any, data: TrainingData, pool: SyntheticPool | None) -> BatchSampler:
@@ -141,11 +139,11 @@ def _load_resume(config: Any) -> tuple[dict[str, Any], Any]:
     """The checkpoint of run `config.resume`, and that run's own parameters."""
     tracking.get_run(config.resume)
     try:
-        path = tracking.download(config.resume, f"{CHECKPOINT_DIR}/{CHECKPOINT_FILE}")
+        path = tracking.download(config.resume, f"{names.CHECKPOINT_DIR}/{names.CHECKPOINT_FILE}")
     except Exception as exc:  # noqa: BLE001
         raise ValueError(
-            f"run {config.resume} has no checkpoint to resume from ({CHECKPOINT_DIR}/"
-            f"{CHECKPOINT_FILE}); start a new run instead"
+            f"run {config.resume} has no checkpoint to resume from ({names.CHECKPOINT_DIR}/"
+            f"{names.CHECKPOINT_FILE}); start a new run instead"
         ) from exc
     state = load_checkpoint(path)
     saved = state["config"]
@@ -153,7 +151,7 @@ def _load_resume(config: Any) -> tuple[dict[str, Any], Any]:
         saved[key] = getattr(config, key)
     resumed = type(config)(**saved)
     if state["epoch"] >= resumed.epochs and tracking.get_run(config.resume).data.tags.get(
-        "eibacl.encoder_uri"
+        names.ENCODER_URI_TAG
     ):
         raise ValueError(
             f"run {config.resume} already finished its {resumed.epochs} epochs and logged its "

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from eibacl import tracking
+from eibacl import names, tracking
 from eibacl.config import (
     ConfigError,
     GenerateRunConfig,
@@ -61,9 +61,7 @@ def load_pool(config: Any, data: TrainingData) -> SyntheticPool | None:
             f"the synthetic set {folder} has no in-distribution variants: generate with "
             "-P num_synthetic=4 (or more), or use synthetic=none"
         )
-    tracking.set_tags(
-        {"eibacl.synthetic_set": pool.set_id, "eibacl.synthetic_set_dir": str(folder)}
-    )
+    tracking.set_tags({names.SET_KEY_TAG: pool.set_id, names.SET_DIR_TAG: str(folder)})
     tracking.log_params({"synthetic_fingerprint": pool.fingerprint})
     tracking.log_metrics(
         {
@@ -156,7 +154,7 @@ def _referenced_set(reference: str) -> Path:
             "tracking store: give a generate run's id (see the MLflow UI) or a set folder, "
             "or leave it empty to make or reuse one from the settings"
         ) from None
-    folder = run.data.tags.get("eibacl.synthetic_set_dir")
+    folder = run.data.tags.get(names.SET_DIR_TAG)
     if not folder:
         raise ConfigError(
             f"synthetic_set={reference}: that run is not a generate run (no synthetic set "

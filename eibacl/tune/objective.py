@@ -26,15 +26,12 @@ import mlflow
 import optuna
 from mlflow.tracking import MlflowClient
 
-from eibacl import tracking
+from eibacl import names, tracking
 from eibacl.config import ProbeConfig, TuneConfig
 from eibacl.tune import space
 
 log = logging.getLogger(__name__)
-STUDY_TAG = "eibacl.study"
-TRIAL_TAG = "eibacl.trial"
-TRIAL_STATE_TAG = "eibacl.trial_state"
-INTERMEDIATE_METRIC = "val/knn_accuracy"
+INTERMEDIATE_METRIC = names.VAL_KNN_ACCURACY
 RUN_NAME = "mlflow.runName"  # children read "trial-<n>-pretrain" / "trial-<n>-probe"
 # trial user attributes
 PRETRAIN_RUN = "pretrain_run_id"
@@ -58,7 +55,7 @@ class TrialObjective:
 
         values = space.suggest(trial, self.config)
         pretrain_config = space.trial_config(self.config, values)
-        tags = {STUDY_TAG: self.study_name, TRIAL_TAG: str(trial.number)}
+        tags = {names.STUDY_TAG: self.study_name, names.TRIAL_TAG: str(trial.number)}
         log.info("trial %d of study %s: %s", trial.number, self.study_name, values)
         seen: dict[str, str] = {}
 
@@ -123,7 +120,7 @@ def _mark(run_id: str | None, state: str, status: str | None = None) -> None:
         return
     try:
         client = MlflowClient()
-        client.set_tag(run_id, TRIAL_STATE_TAG, state)
+        client.set_tag(run_id, names.TRIAL_STATE_TAG, state)
         if status is not None:
             client.set_terminated(run_id, status)
     except Exception:  # noqa: BLE001 - never hide the trial's own outcome

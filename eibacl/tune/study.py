@@ -40,24 +40,15 @@ from optuna.distributions import BaseDistribution
 from optuna.samplers import TPESampler
 from optuna.trial import FrozenTrial, TrialState
 
-from eibacl import tracking
+from eibacl import names, tracking
 from eibacl.config import ConfigError, TuneConfig
 from eibacl.registry import Registration, register_encoder
 from eibacl.tune import plots, space
-from eibacl.tune.objective import (
-    METRICS,
-    MODEL_URI,
-    PRETRAIN_RUN,
-    PROBE_RUN,
-    STUDY_TAG,
-    TRIAL_TAG,
-    TrialObjective,
-)
+from eibacl.tune.objective import METRICS, MODEL_URI, PRETRAIN_RUN, PROBE_RUN, TrialObjective
 
 log = logging.getLogger(__name__)
 PARENT_ATTR = "eibacl.mlflow_parent_run"
 SETTINGS_ATTR = "eibacl.settings"
-STORAGE_TAG = "eibacl.optuna_storage"
 TRIALS_CSV = "trials.csv"
 CLAIM_SETTLE_S = 1.0  # two workers starting a new study at once: the last claim wins
 HEARTBEAT_S = 60
@@ -276,10 +267,10 @@ def _claim_parent(study: optuna.Study, tags: dict[str, str]) -> str:
 def parent_run(study: optuna.Study, config: TuneConfig) -> Iterator[mlflow.ActiveRun]:
     """The study's parent run, active; an active run (or `mlflow run`'s) is used as is."""
     tags = {
-        tracking.ENTRY_TAG: "tune",
-        STUDY_TAG: study.study_name,
-        STORAGE_TAG: display_url(config.storage),
-        "eibacl.objective": config.objective,
+        names.ENTRY_TAG: "tune",
+        names.STUDY_TAG: study.study_name,
+        names.STORAGE_TAG: display_url(config.storage),
+        names.OBJECTIVE_TAG: config.objective,
     }
     run_id = None
     if mlflow.active_run() is None and not os.environ.get("MLFLOW_RUN_ID"):
@@ -366,10 +357,10 @@ def summarise(study: optuna.Study, config: TuneConfig) -> FrozenTrial | None:
     tracking.set_tags(
         {f"best/{k}": v for k, v in best.params.items()}
         | {
-            "eibacl.best_trial": best.number,
-            "eibacl.best_pretrain_run": best.user_attrs.get(PRETRAIN_RUN, ""),
-            "eibacl.best_probe_run": best.user_attrs.get(PROBE_RUN, ""),
-            "eibacl.best_model_uri": best.user_attrs.get(MODEL_URI, ""),
+            names.BEST_TRIAL_TAG: best.number,
+            names.BEST_PRETRAIN_RUN_TAG: best.user_attrs.get(PRETRAIN_RUN, ""),
+            names.BEST_PROBE_RUN_TAG: best.user_attrs.get(PROBE_RUN, ""),
+            names.BEST_MODEL_URI_TAG: best.user_attrs.get(MODEL_URI, ""),
         }
     )
     log.info(
@@ -404,24 +395,24 @@ def register_best(study: optuna.Study, best: FrozenTrial | None) -> Registration
     version = _already_registered(client, run_id)
     if version is not None:
         log.info("trial %d's encoder is already version %s", best.number, version)
-        tracking.set_tags({"eibacl.model_version": version})
+        tracking.set_tags({names.MODEL_VERSION_TAG: version})
         return None
     source = client.get_run(run_id).data.tags
     tags = {
-        tracking.METHOD_TAG: source.get(tracking.METHOD_TAG, "supcon"),
-        tracking.ENTRY_TAG: "tune",
-        tracking.SYNTHETIC_TAG: source.get(tracking.SYNTHETIC_TAG, "none"),
-        tracking.DATA_TAG: source.get(tracking.DATA_TAG, ""),
-        "eibacl.pretrain_run": run_id,
-        "eibacl.probe_run": best.user_attrs.get(PROBE_RUN, ""),
-        "eibacl.encoder_uri": model_uri,
-        STUDY_TAG: study.study_name,
-        TRIAL_TAG: str(best.number),
+        names.METHOD_TAG: source.get(names.METHOD_TAG, "supcon"),
+        names.ENTRY_TAG: "tune",
+        names.SYNTHETIC_TAG: source.get(names.SYNTHETIC_TAG, "none"),
+        names.DATA_TAG: source.get(names.DATA_TAG, ""),
+        names.PRETRAIN_RUN_TAG: run_id,
+        names.PROBE_RUN_TAG: best.user_attrs.get(PROBE_RUN, ""),
+        names.ENCODER_URI_TAG: model_uri,
+        names.STUDY_TAG: study.study_name,
+        names.TRIAL_TAG: str(best.number),
     }
     registration = register_encoder(model_uri, best.user_attrs.get(METRICS, {}), tags)
     tracking.set_tags(
-        {"eibacl.model_version": registration.version, "eibacl.champion": registration.champion}
+        {names.MODEL_VERSION_TAG: registration.version, names.CHAMPION_TAG: registration.champion}
     )
     if best.user_attrs.get(PROBE_RUN):
-        client.set_tag(best.user_attrs[PROBE_RUN], "eibacl.model_version", registration.version)
+        client.set_tag(best.user_attrs[PROBE_RUN], names.MODEL_VERSION_TAG, registration.version)
     return registration

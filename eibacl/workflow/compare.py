@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 
-from eibacl import tracking
+from eibacl import names, tracking
 from eibacl.config import CompareConfig, needs_synthetic_set
 from eibacl.evaluate.answer import study_answer
 from eibacl.evaluate.comparison import (
@@ -50,7 +50,7 @@ def compare(config: CompareConfig) -> CompareResult:
     methods = [m for m in config.methods.split(",") if m]
     modes = [m for m in config.modes.split(",") if m]
     seeds = [config.seed + i for i in range(config.seeds)]
-    with tracking.start_run(run_name="compare", tags={tracking.ENTRY_TAG: "compare"}) as parent:
+    with tracking.start_run(run_name="compare", tags={names.ENTRY_TAG: "compare"}) as parent:
         tracking.log_params(dataclasses.asdict(config))
         if any(needs_synthetic_set(mode) for mode in modes) and not config.synthetic_set:
             generate_step(config)
@@ -101,7 +101,7 @@ def cell_key(cell: str) -> str:
 
 def cell_tag(method: str, mode: str, seed: int) -> str:
     """Tag naming one cell run, e.g. eibacl.cell.supcon.positives_negatives.0."""
-    return f"eibacl.cell.{key_part(method)}.{key_part(mode)}.{seed}"
+    return f"{names.CELL_TAG_PREFIX}{key_part(method)}.{key_part(mode)}.{seed}"
 
 
 def _cell(config: CompareConfig, method: str, mode: str, seed: int) -> str:

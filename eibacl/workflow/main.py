@@ -8,7 +8,7 @@ import logging
 
 import mlflow
 
-from eibacl import tracking
+from eibacl import names, tracking
 from eibacl.config import MainConfig, needs_synthetic_set
 from eibacl.evaluate.evaluation import headline
 from eibacl.workflow.steps import (
@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 
 def main(config: MainConfig) -> dict[str, dict[str, float]]:
-    tags = {tracking.ENTRY_TAG: "main", tracking.SYNTHETIC_TAG: config.synthetic}
+    tags = {names.ENTRY_TAG: "main", names.SYNTHETIC_TAG: config.synthetic}
     with tracking.start_run(run_name="main", tags=tags):
         tracking.log_params(dataclasses.asdict(config))
         steps: dict[str, tuple[str, bool]] = {}
@@ -32,7 +32,9 @@ def main(config: MainConfig) -> dict[str, dict[str, float]]:
         steps["pretrain"] = pretrain_step(config)
         steps["probe"] = probe_step(config, steps["pretrain"][0], config.register)
         steps["baseline"] = baseline_step(config, config.register)
-        tracking.set_tags({f"eibacl.step.{name}": run_id for name, (run_id, _) in steps.items()})
+        tracking.set_tags(
+            {f"{names.STEP_TAG_PREFIX}{name}": run_id for name, (run_id, _) in steps.items()}
+        )
         results = {
             "supcon": headline(run_metrics(steps["probe"][0])),
             "ce": headline(run_metrics(steps["baseline"][0])),

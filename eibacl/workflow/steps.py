@@ -7,7 +7,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from eibacl import tracking
+from eibacl import names, tracking
 from eibacl.config import BaselineConfig, PretrainConfig, ProbeConfig
 from eibacl.evaluate.probe import probe
 from eibacl.generate.pipeline import generate
@@ -47,7 +47,7 @@ def pretrain_step(config: Any, **changes: Any) -> tuple[str, bool]:
 
 
 def probe_step(config: Any, pretrain_run_id: str, register: bool) -> tuple[str, bool]:
-    encoder_uri = tracking.get_run(pretrain_run_id).data.tags["eibacl.encoder_uri"]
+    encoder_uri = tracking.get_run(pretrain_run_id).data.tags[names.ENCODER_URI_TAG]
     cfg = subset(ProbeConfig, config, encoder_uri=encoder_uri, register=register)
     return reuse_or_run("probe", cfg, lambda: probe(cfg, nested=True).run_id)
 

@@ -8,7 +8,7 @@ import uuid
 import pytest
 from mlflow.tracking import MlflowClient
 
-from eibacl import tracking
+from eibacl import names, tracking
 from eibacl.train.baseline import baseline
 
 COMPARED_PREFIXES = ("test/", "val/", "ood/")
@@ -32,8 +32,8 @@ def test_baseline_is_one_finished_ce_run(baseline_run):
     assert [r.info.run_id for r in runs] == [result.run_id]
     run = runs[0]
     assert run.info.status == "FINISHED"
-    assert run.data.tags[tracking.METHOD_TAG] == "ce"
-    assert run.data.tags[tracking.ENTRY_TAG] == "baseline"
+    assert run.data.tags[names.METHOD_TAG] == "ce"
+    assert run.data.tags[names.ENTRY_TAG] == "baseline"
     assert run.data.tags["eibacl.model_version"]
     assert "eibacl.encoder_uri" in run.data.tags
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from eibacl import tracking
+from eibacl import names, tracking
 from eibacl.data.sources import load_source
 from eibacl.data.splits import make_split
 from eibacl.paths import cache_dir
@@ -26,9 +26,9 @@ def run(tiny_pretrain_run):
 
 def test_run_finished_with_method_and_entry_point_tags(run):
     assert run.info.status == "FINISHED"
-    assert run.data.tags[tracking.METHOD_TAG] == "supcon"
-    assert run.data.tags[tracking.ENTRY_TAG] == "pretrain"
-    assert run.data.tags[tracking.SYNTHETIC_TAG] == "none"
+    assert run.data.tags[names.METHOD_TAG] == "supcon"
+    assert run.data.tags[names.ENTRY_TAG] == "pretrain"
+    assert run.data.tags[names.SYNTHETIC_TAG] == "none"
 
 
 def test_every_parameter_is_logged_with_its_value(run, tiny_pretrain_run):

@@ -10,7 +10,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from eibacl import tracking
+from eibacl import names, tracking
 from eibacl.config import ProbeConfig
 from eibacl.data.sources import load_source
 from eibacl.evaluate.features import extract_features
@@ -38,8 +38,8 @@ def test_empty_encoder_uri_probes_the_newest_finished_pretrain_run(tiny_probe, p
     assert probe_run.info.status == "FINISHED"
     assert probe_run.data.tags["eibacl.pretrain_run"] == tiny_probe.run.run_id
     assert probe_run.data.tags["eibacl.encoder_uri"] == tiny_probe.run.result.model_uri
-    assert probe_run.data.tags[tracking.ENTRY_TAG] == "probe"
-    assert probe_run.data.tags[tracking.METHOD_TAG] == "supcon"
+    assert probe_run.data.tags[names.ENTRY_TAG] == "probe"
+    assert probe_run.data.tags[names.METHOD_TAG] == "supcon"
     assert probe_run.data.params["pretrain_run"] == tiny_probe.run.run_id
     assert probe_run.data.params["shots"] == str(tiny_probe.run.config.shots)
 
@@ -137,7 +137,7 @@ def test_knn_k_larger_than_training_set_names_knn_k(tiny_pretrain_run, fresh_exp
 
 def test_probing_a_pretrain_run_without_encoder_is_a_clear_error(fresh_experiment):
     with mlflow.start_run(
-        experiment_id=tracking.experiment_id(), tags={tracking.ENTRY_TAG: "pretrain"}
+        experiment_id=tracking.experiment_id(), tags={names.ENTRY_TAG: "pretrain"}
     ) as run:
         pass
     run_id = run.info.run_id
@@ -178,7 +178,7 @@ def test_newest_finished_run_skips_unfinished_and_other_entry_points(
     exp = tracking.experiment_id()
 
     def make_run(entry: str, status: str) -> str:
-        tags = {tracking.ENTRY_TAG: entry, "eibacl.encoder_uri": encoder_uri}
+        tags = {names.ENTRY_TAG: entry, "eibacl.encoder_uri": encoder_uri}
         with mlflow.start_run(experiment_id=exp, tags=tags) as run:
             pass
         MlflowClient().set_terminated(run.info.run_id, status)

@@ -85,7 +85,7 @@ real_log_artifact = tracking.log_artifact
 
 def log_artifact(path, artifact_path=None):
     real_log_artifact(path, artifact_path)
-    if artifact_path == loop.CHECKPOINT_DIR:
+    if artifact_path == names.CHECKPOINT_DIR:
         logged.append(path)
         if len(logged) == kill_at:  # epoch `kill_at` checkpointed, its metrics not logged
             os.kill(os.getpid(), signal.SIGKILL)

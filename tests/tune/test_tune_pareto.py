@@ -8,10 +8,10 @@ import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from eibacl import tracking
+from eibacl import names
 from eibacl.evaluate.evaluation import SELECTION_NEAR_OOD
 from eibacl.tune import tune
-from eibacl.tune.objective import PRETRAIN_RUN, PROBE_RUN, TRIAL_TAG
+from eibacl.tune.objective import PRETRAIN_RUN, PROBE_RUN
 
 SET_DIR = "eibacl.synthetic_set_dir"
 PARENT = "mlflow.parentRunId"
@@ -58,7 +58,7 @@ def test_second_trial_reuses_the_synthetic_set_the_first_generated(pareto_run, r
     assert first.data.tags[SET_DIR] and first.data.tags[SET_DIR] == second.data.tags[SET_DIR]
     assert first.data.params["strength"] == second.data.params["strength"] == "0.5"
     generate_runs = runs_of(
-        pareto_run["tracking"].experiment, f"tags.`{tracking.ENTRY_TAG}` = 'generate'"
+        pareto_run["tracking"].experiment, f"tags.`{names.ENTRY_TAG}` = 'generate'"
     )
     assert len(generate_runs) == 1
     (generate_run,) = generate_runs
@@ -92,5 +92,5 @@ def test_the_selected_pareto_trial_is_registered(pareto_run):
     version = MlflowClient().get_model_version(pareto_run["tracking"].model, registration.version)
     best = pareto_run["result"].best_trial
     assert version.run_id == best.user_attrs[PRETRAIN_RUN]
-    assert version.tags[TRIAL_TAG] == str(best.number)
-    assert version.tags[tracking.SYNTHETIC_TAG] == "positives+negatives"
+    assert version.tags[names.TRIAL_TAG] == str(best.number)
+    assert version.tags[names.SYNTHETIC_TAG] == "positives+negatives"

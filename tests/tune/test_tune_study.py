@@ -14,9 +14,9 @@ from mlflow.tracking import MlflowClient
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
-from eibacl import tracking
+from eibacl import names, tracking
 from eibacl.tune import tune
-from eibacl.tune.objective import PRETRAIN_RUN, PROBE_RUN, STUDY_TAG, TRIAL_STATE_TAG, TRIAL_TAG
+from eibacl.tune.objective import PRETRAIN_RUN, PROBE_RUN
 
 PARENT = "mlflow.parentRunId"
 
@@ -63,23 +63,29 @@ def test_three_trials_complete_with_values_from_validation_accuracy(study_run):
 def test_each_trial_has_a_pretrain_and_a_probe_run_nested_in_the_study_run(study_run, runs_of):
     parent = study_run["parent"]
     assert parent.info.status == "FINISHED"
-    assert parent.data.tags[tracking.ENTRY_TAG] == "tune"
-    assert parent.data.tags[STUDY_TAG] == "tiny"
+    assert parent.data.tags[names.ENTRY_TAG] == "tune"
+    assert parent.data.tags[names.STUDY_TAG] == "tiny"
     assert parent.info.run_name == "tune-tiny"
     children = _children(runs_of, study_run)
     by_trial = {}
     for run in children:
         assert run.data.tags[PARENT] == parent.info.run_id
-        assert run.data.tags[STUDY_TAG] == "tiny"
+        assert run.data.tags[names.STUDY_TAG] == "tiny"
         assert run.info.status == "FINISHED"
-        entry = run.data.tags[tracking.ENTRY_TAG]
-        assert run.info.run_name == f"trial-{run.data.tags[TRIAL_TAG]}-{entry}"
-        by_trial.setdefault(run.data.tags[TRIAL_TAG], []).append(run.data.tags[tracking.ENTRY_TAG])
+        entry = run.data.tags[names.ENTRY_TAG]
+        assert run.info.run_name == f"trial-{run.data.tags[names.TRIAL_TAG]}-{entry}"
+        by_trial.setdefault(run.data.tags[names.TRIAL_TAG], []).append(
+            run.data.tags[names.ENTRY_TAG]
+        )
     assert {k: sorted(v) for k, v in by_trial.items()} == {
         str(n): ["pretrain", "probe"] for n in range(3)
     }
     for trial in study_run["trials"]:
-        ids = {run.info.run_id for run in children if run.data.tags[TRIAL_TAG] == str(trial.number)}
+        ids = {
+            run.info.run_id
+            for run in children
+            if run.data.tags[names.TRIAL_TAG] == str(trial.number)
+        }
         assert ids == {trial.user_attrs[PRETRAIN_RUN], trial.user_attrs[PROBE_RUN]}
     # no tune run other than the parent, and no run outside it
     everything = runs_of(study_run["tracking"].experiment)
@@ -130,7 +136,9 @@ def test_best_encoder_is_registered_as_champion(study_run):
     assert str(champion.version) == registration.version
     best = study_run["result"].study.best_trial
     assert champion.run_id == best.user_attrs[PRETRAIN_RUN]
-    assert champion.tags[STUDY_TAG] == "tiny" and champion.tags[TRIAL_TAG] == str(best.number)
+    assert champion.tags[names.STUDY_TAG] == "tiny" and champion.tags[names.TRIAL_TAG] == str(
+        best.number
+    )
     assert float(champion.tags["val/accuracy"]) == pytest.approx(best.value)
     assert study_run["parent"].data.tags["eibacl.model_version"] == registration.version
 
@@ -159,12 +167,12 @@ def test_continued_study_keeps_its_parent_run_and_prunes_a_weak_trial(
     assert trial.number == 7 and trial.state == TrialState.PRUNED
     assert list(trial.intermediate_values) == [1]
     pruned_run = MlflowClient().get_run(trial.user_attrs[PRETRAIN_RUN])
-    assert pruned_run.data.tags[TRIAL_STATE_TAG] == "PRUNED"
+    assert pruned_run.data.tags[names.TRIAL_STATE_TAG] == "PRUNED"
     assert pruned_run.info.status == "KILLED"
     assert pruned_run.data.tags[PARENT] == result.parent_run_id
     probes = runs_of(
         study_run["tracking"].experiment,
-        f"tags.`{TRIAL_TAG}` = '7' and tags.`{tracking.ENTRY_TAG}` = 'probe'",
+        f"tags.`{names.TRIAL_TAG}` = '7' and tags.`{names.ENTRY_TAG}` = 'probe'",
     )
     assert probes == []
     parent = MlflowClient().get_run(result.parent_run_id)

@@ -12,9 +12,9 @@ import optuna
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from eibacl import tracking
+from eibacl import names
 from eibacl.tune import tune
-from eibacl.tune.objective import PRETRAIN_RUN, PROBE_RUN, TRIAL_TAG
+from eibacl.tune.objective import PRETRAIN_RUN, PROBE_RUN
 
 WORKER = Path(__file__).with_name("tune_worker.py")
 
@@ -50,7 +50,7 @@ def test_two_workers_share_one_study_without_running_a_trial_twice(
     finished = sorted([n for n in (0, 1) if f"Trial {n} finished" in output] for output in outputs)
     assert finished == [[0], [1]], [o[-2000:] for o in outputs]
 
-    parents = runs_of(fresh_experiment, f"tags.`{tracking.ENTRY_TAG}` = 'tune'")
+    parents = runs_of(fresh_experiment, f"tags.`{names.ENTRY_TAG}` = 'tune'")
     assert len(parents) == 1, "both workers log under the study's one parent run"
     parent_id = parents[0].info.run_id
     client = MlflowClient()
@@ -59,7 +59,7 @@ def test_two_workers_share_one_study_without_running_a_trial_twice(
         for key in (PRETRAIN_RUN, PROBE_RUN):
             run = client.get_run(trial.user_attrs[key])
             assert run.data.tags["mlflow.parentRunId"] == parent_id
-            assert run.data.tags[TRIAL_TAG] == str(trial.number)
+            assert run.data.tags[names.TRIAL_TAG] == str(trial.number)
             run_ids.add(run.info.run_id)
     assert len(run_ids) == 4
     assert not (tmp_path / "mlruns").exists() or not any((tmp_path / "mlruns").iterdir())
