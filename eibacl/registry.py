@@ -98,3 +98,14 @@ def champion_version(client: MlflowClient | None = None):  # noqa: ANN201 - MLfl
         return client.get_model_version_by_alias(tracking.REGISTERED_MODEL, tracking.CHAMPION)
     except MlflowException:
         return None
+
+
+def registered_version(run_id: str) -> str | None:
+    """The version of the registered encoder that run `run_id` logged, if any."""
+    try:
+        found = MlflowClient().search_model_versions(
+            f"name='{tracking.REGISTERED_MODEL}' and run_id='{run_id}'"
+        )
+    except Exception:  # noqa: BLE001 - no such registered model yet
+        return None
+    return str(found[0].version) if found else None

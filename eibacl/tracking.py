@@ -13,6 +13,7 @@ import logging
 import os
 import socket
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -243,7 +244,21 @@ def end_stale_runs(entry_point: str, digest: str) -> int:
 
 
 @primary_only()
-def log_params(params: dict[str, Any]) -> None:
+def log_params(params: dict[str, Any], attempts: int = 1) -> None:
+    """Log the parameters not logged yet (those logged are kept as they are). With
+    `attempts` > 1 a write that collides with another process's is tried again (tune's
+    workers log to the study's parent run together)."""
+    for attempt in range(attempts):
+        try:
+            _log_new_params(params)
+            return
+        except mlflow.exceptions.MlflowException:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.5 + attempt)
+
+
+def _log_new_params(params: dict[str, Any]) -> None:
     existing = mlflow.get_run(mlflow.active_run().info.run_id).data.params
     new = {k: _param_text(v) for k, v in params.items() if k not in existing}
     changed = {k: v for k, v in params.items() if k in existing and existing[k] != _param_text(v)}
@@ -293,6 +308,33 @@ def model_id_of(model_uri: str) -> str | None:
     except Exception:  # noqa: BLE001 - linking is a convenience, never a failure
         log.info("no logged model found behind %s: metrics not linked to it", model_uri)
         return None
+
+
+def active_run_id() -> str | None:
+    """The id of this process's active run; None outside a run."""
+    active = mlflow.active_run()
+    return None if active is None else active.info.run_id
+
+
+def set_run_tags(run_id: str, tags: dict[str, Any]) -> None:
+    """Tag a run that need not be the active one (e.g. a finished child run)."""
+    client = MlflowClient()
+    for key, value in tags.items():
+        client.set_tag(run_id, key, str(value))
+
+
+def end_run_as(run_id: str, status: str) -> None:
+    """Set the status (KILLED, FAILED, ...) of a run that need not be the active one."""
+    MlflowClient().set_terminated(run_id, status)
+
+
+def create_run(tags: dict[str, str], run_name: str) -> str:
+    """A new run of the active experiment, not started in this process; its id."""
+    return MlflowClient().create_run(experiment_id(), tags=tags, run_name=run_name).info.run_id
+
+
+def delete_run(run_id: str) -> None:
+    MlflowClient().delete_run(run_id)
 
 
 @primary_only()

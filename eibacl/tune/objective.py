@@ -20,11 +20,8 @@ trial, and a trial its pruner stops ends its pretrain run as KILLED with
 from __future__ import annotations
 
 import logging
-from typing import Any
 
-import mlflow
 import optuna
-from mlflow.tracking import MlflowClient
 
 from eibacl import names, tracking
 from eibacl.config import ProbeConfig, TuneConfig
@@ -61,7 +58,7 @@ class TrialObjective:
 
         def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
             if not seen:  # the first epoch: tag the (active) pretrain run at once
-                seen["run_id"] = mlflow.active_run().info.run_id
+                seen["run_id"] = tracking.active_run_id()
                 tracking.set_tags(tags | {RUN_NAME: f"trial-{trial.number}-pretrain"})
                 trial.set_user_attr(PRETRAIN_RUN, seen["run_id"])
             value = metrics.get(INTERMEDIATE_METRIC)
@@ -82,8 +79,7 @@ class TrialObjective:
         except Exception:
             _mark(seen.get("run_id"), "FAIL")
             raise
-        client = MlflowClient()
-        _set_tags(client, result.run_id, tags | {RUN_NAME: f"trial-{trial.number}-pretrain"})
+        tracking.set_run_tags(result.run_id, tags | {RUN_NAME: f"trial-{trial.number}-pretrain"})
         trial.set_user_attr(PRETRAIN_RUN, result.run_id)
         trial.set_user_attr(MODEL_URI, result.model_uri)
         probed = probe(
@@ -96,7 +92,7 @@ class TrialObjective:
             ),
             nested=True,
         )
-        _set_tags(client, probed.run_id, tags | {RUN_NAME: f"trial-{trial.number}-probe"})
+        tracking.set_run_tags(probed.run_id, tags | {RUN_NAME: f"trial-{trial.number}-probe"})
         trial.set_user_attr(PROBE_RUN, probed.run_id)
         metrics = probed.evaluation.metrics
         kept = {m: float(metrics[m]) for m in (*space.KEPT_METRICS, *self.metrics) if m in metrics}
@@ -109,19 +105,13 @@ class TrialObjective:
         return objective[0] if self.single else objective
 
 
-def _set_tags(client: MlflowClient, run_id: str, tags: dict[str, Any]) -> None:
-    for key, value in tags.items():
-        client.set_tag(run_id, key, str(value))
-
-
 def _mark(run_id: str | None, state: str, status: str | None = None) -> None:
     """Record on the trial's pretrain run how the trial ended (it already ended FAILED)."""
     if run_id is None:
         return
     try:
-        client = MlflowClient()
-        client.set_tag(run_id, names.TRIAL_STATE_TAG, state)
+        tracking.set_run_tags(run_id, {names.TRIAL_STATE_TAG: state})
         if status is not None:
-            client.set_terminated(run_id, status)
+            tracking.end_run_as(run_id, status)
     except Exception:  # noqa: BLE001 - never hide the trial's own outcome
         log.warning("could not mark run %s as %s", run_id, state, exc_info=True)

@@ -31,18 +31,19 @@ import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import mlflow
 import optuna
-from mlflow.tracking import MlflowClient
 from optuna.distributions import BaseDistribution
 from optuna.samplers import TPESampler
 from optuna.trial import FrozenTrial, TrialState
 
+if TYPE_CHECKING:
+    from mlflow import ActiveRun
+
 from eibacl import names, tracking
 from eibacl.config import ConfigError, TuneConfig
-from eibacl.registry import Registration, register_encoder
+from eibacl.registry import Registration, register_encoder, registered_version
 from eibacl.tune import plots, space
 from eibacl.tune.objective import METRICS, MODEL_URI, PRETRAIN_RUN, PROBE_RUN, TrialObjective
 
@@ -237,7 +238,7 @@ def _usable_parent(run_id: str | None) -> bool:
     if not run_id:
         return False
     try:
-        run = MlflowClient().get_run(run_id)
+        run = tracking.get_run(run_id)
     except Exception:  # noqa: BLE001 - another tracking store, or deleted
         return False
     return (
@@ -250,21 +251,18 @@ def _claim_parent(study: optuna.Study, tags: dict[str, str]) -> str:
     stored = study.user_attrs.get(PARENT_ATTR)
     if _usable_parent(stored):
         return stored
-    client = MlflowClient()
-    mine = client.create_run(
-        tracking.experiment_id(), tags=tags, run_name=f"tune-{study.study_name}"
-    ).info.run_id
+    mine = tracking.create_run(tags, run_name=f"tune-{study.study_name}")
     study.set_user_attr(PARENT_ATTR, mine)
     time.sleep(CLAIM_SETTLE_S)
     winner = study.user_attrs.get(PARENT_ATTR)
     if winner != mine and _usable_parent(winner):
-        client.delete_run(mine)
+        tracking.delete_run(mine)
         return winner
     return mine
 
 
 @contextmanager
-def parent_run(study: optuna.Study, config: TuneConfig) -> Iterator[mlflow.ActiveRun]:
+def parent_run(study: optuna.Study, config: TuneConfig) -> Iterator[ActiveRun]:
     """The study's parent run, active; an active run (or `mlflow run`'s) is used as is."""
     tags = {
         names.ENTRY_TAG: "tune",
@@ -273,7 +271,7 @@ def parent_run(study: optuna.Study, config: TuneConfig) -> Iterator[mlflow.Activ
         names.OBJECTIVE_TAG: config.objective,
     }
     run_id = None
-    if mlflow.active_run() is None and not os.environ.get("MLFLOW_RUN_ID"):
+    if tracking.active_run_id() is None and not os.environ.get("MLFLOW_RUN_ID"):
         tracking.configure()
         run_id = _claim_parent(study, tags)
     with tracking.start_run(run_name=f"tune-{study.study_name}", tags=tags, run_id=run_id) as run:
@@ -304,16 +302,7 @@ def tune(config: TuneConfig) -> TuneResult:
 
 def _log_params(params: dict[str, Any]) -> None:
     """Parameters of the parent run; workers starting together may log them at once."""
-    from mlflow.exceptions import MlflowException
-
-    for attempt in range(3):
-        try:
-            tracking.log_params(params)  # keeps what is logged already
-            return
-        except MlflowException:
-            if attempt == 2:
-                raise
-            time.sleep(0.5 + attempt)
+    tracking.log_params(params, attempts=3)  # keeps what is logged already
 
 
 def best_trial(study: optuna.Study) -> FrozenTrial | None:
@@ -373,16 +362,6 @@ def summarise(study: optuna.Study, config: TuneConfig) -> FrozenTrial | None:
     return best
 
 
-def _already_registered(client: MlflowClient, run_id: str) -> str | None:
-    try:
-        found = client.search_model_versions(
-            f"name='{tracking.REGISTERED_MODEL}' and run_id='{run_id}'"
-        )
-    except Exception:  # noqa: BLE001 - no such registered model yet
-        return None
-    return str(found[0].version) if found else None
-
-
 def register_best(study: optuna.Study, best: FrozenTrial | None) -> Registration | None:
     """Register the best trial's encoder (once); the registry decides about `champion`."""
     if best is None:
@@ -391,13 +370,12 @@ def register_best(study: optuna.Study, best: FrozenTrial | None) -> Registration
     if not model_uri or not run_id:
         log.warning("best trial %d has no logged encoder: nothing to register", best.number)
         return None
-    client = MlflowClient()
-    version = _already_registered(client, run_id)
+    version = registered_version(run_id)
     if version is not None:
         log.info("trial %d's encoder is already version %s", best.number, version)
         tracking.set_tags({names.MODEL_VERSION_TAG: version})
         return None
-    source = client.get_run(run_id).data.tags
+    source = tracking.get_run(run_id).data.tags
     tags = {
         names.METHOD_TAG: source.get(names.METHOD_TAG, "supcon"),
         names.ENTRY_TAG: "tune",
@@ -414,5 +392,7 @@ def register_best(study: optuna.Study, best: FrozenTrial | None) -> Registration
         {names.MODEL_VERSION_TAG: registration.version, names.CHAMPION_TAG: registration.champion}
     )
     if best.user_attrs.get(PROBE_RUN):
-        client.set_tag(best.user_attrs[PROBE_RUN], names.MODEL_VERSION_TAG, registration.version)
+        tracking.set_run_tags(
+            best.user_attrs[PROBE_RUN], {names.MODEL_VERSION_TAG: registration.version}
+        )
     return registration
