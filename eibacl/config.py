@@ -22,8 +22,18 @@ class ConfigError(ValueError):
     """A parameter value a user gave is invalid; the message names it and the fix."""
 
 
-def param(default: Any, help: str) -> Any:  # noqa: A002 - mirrors argparse
-    return field(default=default, metadata={"help": help})
+def param(default: Any, help: str, volatile: bool = False) -> Any:  # noqa: A002 - argparse's
+    """A parameter with its default and help. `volatile`: it changes where or how visibly a
+    run computes (device, progress bars, resume, registration), never what it computes:
+    such parameters are left out of the digest that finds a finished run to reuse, may
+    differ when a run is resumed, and do not tie a tune study's trials together."""
+    metadata = {"help": help} | ({"volatile": True} if volatile else {})
+    return field(default=default, metadata=metadata)
+
+
+def volatile_fields(config_cls: type) -> tuple[str, ...]:
+    """The parameters of `config_cls` marked `volatile` (see `param`)."""
+    return tuple(f.name for f in dataclasses.fields(config_cls) if f.metadata.get("volatile"))
 
 
 def parse_bool(text: str) -> bool:
@@ -154,10 +164,14 @@ class OptimConfig:
     weight_decay: float = param(1e-4, "AdamW weight decay.")
     warmup_epochs: int = param(3, "Linear learning-rate warm-up epochs.")
     seed: int = param(0, "Seed of initialisation, batches and augmentations.")
-    device: str = param("auto", "'auto' (CUDA with bf16 autocast when present), 'cpu' or 'cuda'.")
+    device: str = param(
+        "auto", "'auto' (CUDA with bf16 autocast when present), 'cpu' or 'cuda'.", volatile=True
+    )
     eval_every: int = param(10, "Epochs between validation kNN accuracies (0 = only at the end).")
-    resume: str = param("", "Run id of an interrupted run to continue from its last checkpoint.")
-    progress: bool = param(True, "Show progress bars.")
+    resume: str = param(
+        "", "Run id of an interrupted run to continue from its last checkpoint.", volatile=True
+    )
+    progress: bool = param(True, "Show progress bars.", volatile=True)
 
     def validate(self) -> None:
         _require(self.epochs >= 1, "epochs", self.epochs, "use epochs >= 1")
@@ -394,7 +408,9 @@ class EvalConfig:
         "Neighbour of the KNN OOD score (distance to the k-th nearest training feature). "
         "Few-shot training sets want a small k: chosen on validation near-OOD AUROC.",
     )
-    register: bool = param(True, "Register the probed encoder and move 'champion' when it wins.")
+    register: bool = param(
+        True, "Register the probed encoder and move 'champion' when it wins.", volatile=True
+    )
     far_ood: str = param(
         "auto",
         "Far-OOD test set: auto (mnist for fashion-mnist, none for folder data), mnist, "
@@ -477,7 +493,7 @@ class ProbeConfig(_Checked, EvalConfig):
     encoder_uri: str = param(
         "", "runs:/<id>/encoder or models:/...; empty = the newest finished pretrain run."
     )
-    device: str = param("auto", "'auto', 'cpu' or 'cuda'.")
+    device: str = param("auto", "'auto', 'cpu' or 'cuda'.", volatile=True)
     probe_seed: int = param(
         0,
         "Seed of the linear probe (scikit-learn's random_state; its lbfgs solver is "
@@ -489,8 +505,8 @@ class ProbeConfig(_Checked, EvalConfig):
 class GenerateRunConfig(_Checked, GenerateConfig, DataConfig):
     """`generate`: make (or find) the synthetic set of a data split."""
 
-    device: str = param("auto", "'auto', 'cpu' or 'cuda'.")
-    progress: bool = param(True, "Show progress bars.")
+    device: str = param("auto", "'auto', 'cpu' or 'cuda'.", volatile=True)
+    progress: bool = param(True, "Show progress bars.", volatile=True)
 
 
 @dataclass
@@ -720,3 +736,16 @@ class TuneConfig(
     DataConfig,
 ):
     """`tune`: an Optuna study of pretrain + probe trials, selected on validation metrics."""
+
+
+ENTRY_POINT_CONFIGS = (
+    MainConfig,
+    GenerateRunConfig,
+    PretrainConfig,
+    ProbeConfig,
+    BaselineConfig,
+    TuneConfig,
+    CompareConfig,
+)
+# Every entry point's volatile parameters (see `param`).
+VOLATILE_PARAMS = tuple(sorted({name for c in ENTRY_POINT_CONFIGS for name in volatile_fields(c)}))

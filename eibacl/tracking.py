@@ -32,6 +32,7 @@ from mlflow.entities import Run  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 from eibacl import distributed, names  # noqa: E402
+from eibacl.config import VOLATILE_PARAMS  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -542,8 +543,6 @@ def _encoder_of(run: Run) -> str:
 
 
 CODE_KEY = "__code__"  # in the digest only: no parameter of that name can exist
-# Parameters that change where or how visibly a run computes, not what it computes.
-VOLATILE_PARAMS = ("progress", "device", "resume", "register")
 
 
 def params_digest(params: dict[str, Any], code: str | None = None) -> str:

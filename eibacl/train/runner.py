@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from eibacl import distributed, names, tracking
-from eibacl.config import synthetic_components
+from eibacl.config import synthetic_components, volatile_fields
 from eibacl.data.logged import log_data
 from eibacl.data.splits import Split
 from eibacl.data.training_data import TrainingData, prepare_data
@@ -22,9 +22,6 @@ from eibacl.train.checkpoint import load_checkpoint
 from eibacl.train.loop import EpochCallback, train_epochs
 
 log = logging.getLogger(__name__)
-# Parameters that may differ when resuming: they change where or how visibly the run
-# computes, not what it computes.
-RESUME_OVERRIDABLE = ("resume", "progress", "device")
 
 
 @dataclass
@@ -147,7 +144,7 @@ def _load_resume(config: Any) -> tuple[dict[str, Any], Any]:
         ) from exc
     state = load_checkpoint(path)
     saved = state["config"]
-    for key in RESUME_OVERRIDABLE:
+    for key in volatile_fields(type(config)):  # may differ from the interrupted run
         saved[key] = getattr(config, key)
     resumed = type(config)(**saved)
     if state["epoch"] >= resumed.epochs and tracking.get_run(config.resume).data.tags.get(

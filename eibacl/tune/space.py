@@ -26,6 +26,7 @@ from eibacl.config import (
     TuneParams,
     search_list,
     strength_grid_list,
+    volatile_fields,
 )
 from eibacl.evaluate.evaluation import SELECTION_NEAR_OOD
 
@@ -39,8 +40,6 @@ OBJECTIVES: dict[str, tuple[tuple[str, str], ...]] = {
 }
 # What a trial keeps of its probe (the registry's selection metrics among them).
 KEPT_METRICS = ("val/accuracy", "val/ood/near/knn/auroc", "val/ood/near/mahalanobis/auroc")
-# Fields of TuneConfig that change where or how a study runs, not what a trial computes.
-OPERATIONAL = ("n_trials", "timeout_minutes", "storage", "study_name", "progress", "device")
 
 
 def objective_names(config: TuneConfig) -> list[str]:
@@ -96,8 +95,9 @@ def trial_config(config: TuneConfig, values: dict[str, Any]) -> PretrainConfig:
 def study_settings(config: TuneConfig) -> dict[str, Any]:
     """What every trial of a study must share: the fixed (not searched) parameters."""
     searched = set(search_list(config.search))
+    # how many trials, where the study is stored: the study's own, not its trials'
     study_only = {f.name for f in dataclasses.fields(TuneParams)} - {"objective", "seed"}
-    skip = searched | set(OPERATIONAL) | study_only | {"register"}
+    skip = searched | study_only | set(volatile_fields(TuneConfig))
     return {k: v for k, v in dataclasses.asdict(config).items() if k not in skip}
 
 
