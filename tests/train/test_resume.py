@@ -74,7 +74,7 @@ def test_resuming_a_run_without_checkpoint_is_a_clear_error(tiny_pretrain_config
 
 KILL_AFTER_CHECKPOINT = """
 import dataclasses, json, os, signal, sys
-from eibacl import tracking
+from eibacl import names, tracking
 from eibacl.config import PretrainConfig
 from eibacl.train import loop
 from eibacl.train.pretrain import pretrain
