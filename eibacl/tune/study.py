@@ -325,8 +325,8 @@ def summarise(study: optuna.Study, config: TuneConfig) -> FrozenTrial | None:
     }
     tracking.log_metrics(counts | {"study/trials": float(step)}, step=step)
     tracking.log_text(study.trials_dataframe().to_csv(index=False), TRIALS_CSV)
-    names = space.objective_names(config)
-    figures, skipped = plots.study_figures(study, names)
+    objectives = space.objective_names(config)
+    figures, skipped = plots.study_figures(study, objectives)
     for path, figure in figures.items():
         tracking.log_figure(figure, path)
     if skipped:
@@ -335,12 +335,12 @@ def summarise(study: optuna.Study, config: TuneConfig) -> FrozenTrial | None:
     if best is None:
         log.warning("study %s has no completed trial yet: nothing to select", study.study_name)
         return None
-    metrics = {f"best/{name}": value for name, value in zip(names, best.values)}
+    metrics = {f"best/{name}": value for name, value in zip(objectives, best.values)}
     metrics |= {
         f"best/{k}": float(v) for k, v in best.params.items() if isinstance(v, (int, float))
     }
     metrics["best/trial"] = float(best.number)
-    if len(names) > 1:
+    if len(objectives) > 1:
         metrics["study/pareto_size"] = float(len(study.best_trials))
     tracking.log_metrics(metrics, step=step)
     tracking.set_tags(
@@ -356,7 +356,7 @@ def summarise(study: optuna.Study, config: TuneConfig) -> FrozenTrial | None:
         "study %s: best trial %d %s with %s",
         study.study_name,
         best.number,
-        dict(zip(names, best.values)),
+        dict(zip(objectives, best.values)),
         best.params,
     )
     return best
