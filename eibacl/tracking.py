@@ -16,6 +16,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -281,14 +282,34 @@ def _param_text(value: Any) -> str:
     return str(value)[:6000]
 
 
+@dataclass(frozen=True)
+class DatasetRef:
+    """A dataset as MLflow records it: name, where it comes from, digest, number of items."""
+
+    name: str
+    source: str
+    digest: str
+    size: int
+
+
 @primary_only()
-def log_metrics(metrics: dict[str, float], step: int | None = None, model_uri: str = "") -> None:
+def log_metrics(
+    metrics: dict[str, float],
+    step: int | None = None,
+    model_uri: str = "",
+    dataset: DatasetRef | None = None,
+) -> None:
     """One batched write (each sqlite write costs milliseconds). With the URI of a logged
-    model, the metrics are also linked to it (MLflow 3's model_id): the Models tab then
-    compares encoders by them."""
+    model, the metrics are also linked to it (MLflow 3's model_id), and with a dataset, to
+    the data they were measured on: the Models tab then compares encoders by them."""
     clean = {k: float(v) for k, v in metrics.items() if v is not None and np.isfinite(v)}
     if clean:
-        mlflow.log_metrics(clean, step=step, model_id=model_id_of(model_uri))
+        mlflow.log_metrics(
+            clean,
+            step=step,
+            model_id=model_id_of(model_uri),
+            dataset=None if dataset is None else _meta_dataset(dataset),
+        )
 
 
 def model_id_of(model_uri: str) -> str | None:
@@ -369,16 +390,20 @@ def log_artifact(path: Path, artifact_path: str | None = None) -> None:
 @primary_only()
 def log_dataset(name: str, source: str, digest: str, context: str, size: int) -> None:
     """Record the data a run saw as an MLflow dataset input (shown in the UI)."""
+    dataset = _meta_dataset(DatasetRef(name, source, digest, size))
+    mlflow.log_input(dataset, context=context, tags={"size": str(size), "source": source})
+
+
+def _meta_dataset(ref: DatasetRef) -> Any:
     from mlflow.data.meta_dataset import MetaDataset
     from mlflow.types.schema import ColSpec, Schema
 
-    dataset = MetaDataset(
-        source=dataset_source(source),
-        name=name,
-        digest=digest[:36],
-        schema=Schema([ColSpec("long", "images")]) if size >= 0 else None,
+    return MetaDataset(
+        source=dataset_source(ref.source),
+        name=ref.name,
+        digest=ref.digest[:36],
+        schema=Schema([ColSpec("long", "images")]) if ref.size >= 0 else None,
     )
-    mlflow.log_input(dataset, context=context, tags={"size": str(size), "source": source})
 
 
 def dataset_source(source: str) -> Any:

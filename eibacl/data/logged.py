@@ -22,18 +22,45 @@ def log_data(data: TrainingData, resumed: bool = False) -> None:
     if not resumed:
         tracking.log_metrics(report_metrics(data.imageset))
     tracking.log_dict(report(data.imageset), names.REPORT_ARTIFACT)
-    source = data.imageset.source
     digest = data.split.source_fingerprint
     tracking.set_tags({names.DATA_TAG: digest[:16], names.SPLIT_TAG: data.split.fingerprint()[:16]})
-    for side in ("train", "val", "test"):
-        ids = data.split.side(side)
-        tracking.log_dataset(
-            name=dataset_name(source, side),
-            source=source,
-            digest=f"{digest[:16]}-{data.split.fingerprint()[:8]}-{side}",
-            context="training" if side == "train" else ("validation" if side == "val" else "test"),
-            size=len(ids),
-        )
+    log_datasets(data)
+
+
+CONTEXTS = {"train": "training", "val": "validation", "test": "test"}
+
+
+def log_datasets(data: TrainingData) -> None:
+    """Each side of the split as an MLflow dataset input of the active run."""
+    for side, context in CONTEXTS.items():
+        ref = side_dataset(data, side)
+        tracking.log_dataset(ref.name, ref.source, ref.digest, context, ref.size)
+
+
+def side_dataset(data: TrainingData, side: str) -> tracking.DatasetRef:
+    """The MLflow dataset of one side of the split (train, val, test)."""
+    source = data.imageset.source
+    return tracking.DatasetRef(
+        name=dataset_name(source, side),
+        source=source,
+        digest=f"{data.split.source_fingerprint[:16]}-{data.split.fingerprint()[:8]}-{side}",
+        size=len(data.split.side(side)),
+    )
+
+
+def metrics_by_dataset(
+    metrics: dict[str, float], data: TrainingData
+) -> list[tuple[dict[str, float], tracking.DatasetRef | None]]:
+    """Evaluation metrics grouped by the split side they were measured on: val/* on the
+    validation side, test/* on the test side; the rest (ood/*: test images against held-out
+    and far-OOD sets) on no single dataset."""
+    groups: dict[str | None, dict[str, float]] = {}
+    for key, value in metrics.items():
+        side = key.split("/", 1)[0]
+        groups.setdefault(side if side in ("val", "test") else None, {})[key] = value
+    return [
+        (part, None if side is None else side_dataset(data, side)) for side, part in groups.items()
+    ]
 
 
 def dataset_name(source: str, side: str) -> str:

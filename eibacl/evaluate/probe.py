@@ -11,7 +11,7 @@ from mlflow.exceptions import MlflowException
 
 from eibacl import names, tracking
 from eibacl.config import ProbeConfig
-from eibacl.data.logged import load_run_data
+from eibacl.data.logged import load_run_data, log_datasets, metrics_by_dataset
 from eibacl.data.training_data import TrainingData, evaluation_sets
 from eibacl.device import resolve_device
 from eibacl.evaluate.evaluation import Evaluation, evaluate_encoder
@@ -69,6 +69,7 @@ def probe(config: ProbeConfig, nested: bool = False) -> ProbeResult:
         tracking.log_params(source.data.params)
         tracking.set_tags({names.PARAMS_TAG: tracking.params_digest(dataclasses.asdict(config))})
         tracking.log_text(data.split.to_json(), names.SPLIT_ARTIFACT)
+        log_datasets(data)
         device = resolve_device(config.device)
         evaluation = evaluate_encoder(
             encoder, sets, knn_k=config.knn_k, seed=config.probe_seed, device=str(device)
@@ -77,7 +78,7 @@ def probe(config: ProbeConfig, nested: bool = False) -> ProbeResult:
         evaluation.metrics[names.VAL_KNN_ACCURACY] = knn_validation(
             encoder, data.train_x, data.train_y, data.val_x, data.val_y, device
         )
-        log_evaluation(evaluation, f"{method} probe of run {source_run_id}", model_uri)
+        log_evaluation(evaluation, f"{method} probe of run {source_run_id}", model_uri, data)
         registration = None
         if config.register:
             registration = register_encoder(model_uri, evaluation.metrics, tags)
@@ -90,11 +91,18 @@ def probe(config: ProbeConfig, nested: bool = False) -> ProbeResult:
         return ProbeResult(run.info.run_id, evaluation, registration)
 
 
-def log_evaluation(evaluation: Evaluation, title: str, model_uri: str = "") -> None:
-    """Metrics (linked to the logged encoder at `model_uri`), figures and the summary."""
+def log_evaluation(
+    evaluation: Evaluation, title: str, model_uri: str = "", data: TrainingData | None = None
+) -> None:
+    """Metrics (linked to the logged encoder at `model_uri` and, given the run's `data`, to
+    the split side each was measured on), figures and the summary."""
     from eibacl.evaluate.evaluation import summary_markdown
 
-    tracking.log_metrics(evaluation.metrics, model_uri=model_uri)
+    if data is None:
+        tracking.log_metrics(evaluation.metrics, model_uri=model_uri)
+    else:
+        for part, dataset in metrics_by_dataset(evaluation.metrics, data):
+            tracking.log_metrics(part, model_uri=model_uri, dataset=dataset)
     for path, figure in evaluation.figures.items():
         tracking.log_figure(figure, path)
     tracking.log_dict(evaluation.summary, names.SUMMARY_JSON)

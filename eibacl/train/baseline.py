@@ -48,7 +48,9 @@ def baseline(
             head=result.network.classifier,
         )
         result.metrics |= evaluation.metrics
-        log_evaluation(evaluation, f"cross-entropy baseline {result.run_id}", result.model_uri)
+        log_evaluation(
+            evaluation, f"cross-entropy baseline {result.run_id}", result.model_uri, result.data
+        )
         if config.register:
             tags = {
                 names.METHOD_TAG: "ce",
