@@ -6,8 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from dist_helpers import join_group, leave_group
 from torch import nn
+
+from tests.distributed.dist_helpers import join_group, leave_group
 
 N, M, SIDE = 7, 5, 8  # an odd global batch and odd negatives: uneven shards on 2 ranks
 

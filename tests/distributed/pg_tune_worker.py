@@ -1,6 +1,6 @@
 """One `tune` worker process of test_postgres_tune.py:
 
-    python pg_tune_worker.py <storage URL> <study name> <n_trials>
+    python -m tests.distributed.pg_tune_worker <storage URL> <study name> <n_trials>
 
 Runs `eibacl.tune.tune` on tiny trials (far-OOD replaced by noise, as in tests/tune) and
 prints one JSON line: the study's parent MLflow run and this worker's process id.
@@ -31,11 +31,10 @@ def main(storage: str, study_name: str, n_trials: int) -> None:
     import torch
 
     torch.set_num_threads(1)
-    from dist_workers import noise_far_ood
-
     from eibacl.config import TuneConfig
     from eibacl.train import data
     from eibacl.tune import tune
+    from tests.distributed.dist_workers import noise_far_ood
 
     data.load_far_ood_set = noise_far_ood
     changes = {"storage": storage, "study_name": study_name, "n_trials": n_trials}

@@ -11,9 +11,10 @@ from pathlib import Path
 import mlflow
 import pytest
 import torch
-from dist_helpers import spawn
-from dist_workers import generate_worker
 from mlflow.tracking import MlflowClient
+
+from tests.distributed.dist_helpers import spawn
+from tests.distributed.dist_workers import generate_worker
 
 if not torch.distributed.is_gloo_available():  # pragma: no cover
     pytest.skip("torch was built without the gloo backend", allow_module_level=True)
