@@ -147,14 +147,16 @@ def postgres_url() -> Iterator[str]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def test_two_tune_workers_share_one_study_in_postgresql(postgres_url, fresh_experiment):
+def test_two_tune_workers_share_one_study_in_postgresql(
+    postgres_url, fresh_experiment, noise_far_ood
+):
     import optuna
     from mlflow.tracking import MlflowClient
 
     study_name = "pg-two-workers"
     workers = [
         subprocess.Popen(
-            [sys.executable, "-m", WORKER, postgres_url, study_name, "1"],
+            [sys.executable, "-m", WORKER, postgres_url, study_name, "1", noise_far_ood],
             cwd=REPO,  # the checkout on sys.path: the worker imports tests.*
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
