@@ -18,20 +18,10 @@ from pathlib import Path
 
 import pytest
 
+from tests import tiny
+
 SESSION_EXPERIMENT = "eibacl-tests"
 ENV_CLEARED = ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID")
-
-TINY_DATA = dict(shots=8, val_per_class=10, test_per_class=20, image_size=16)
-TINY_TRAINING = dict(
-    width=8,
-    epochs=2,
-    batch_size=32,
-    warmup_epochs=1,
-    eval_every=1,
-    synthetic="none",
-    progress=False,
-    device="cpu",
-)
 
 
 def create_experiment(name: str, artifact_root: Path) -> str:
@@ -107,43 +97,30 @@ def fresh_registry(monkeypatch) -> str:
     return name
 
 
-def tiny_pretrain(**changes):
-    """A PretrainConfig that trains in a few seconds on 2 CPU cores."""
-    from eibacl.config import PretrainConfig
-
-    return PretrainConfig(**(TINY_DATA | TINY_TRAINING | changes))
-
-
-def tiny_baseline(**changes):
-    from eibacl.config import BaselineConfig
-
-    return BaselineConfig(**(TINY_DATA | TINY_TRAINING | {"knn_k": 5} | changes))
-
-
 @pytest.fixture(scope="session")
 def make_experiment(mlflow_home: Path):
     """`make_experiment(name)` -> id: an experiment whose artifacts stay in the session
-    folder (tests are no package, so helpers come as fixtures, not imports)."""
+    folder."""
     return lambda name: create_experiment(name, mlflow_home / "artifacts")
-
-
-@pytest.fixture(scope="session")
-def make_tiny_config():
-    """`make_tiny_config("pretrain" | "baseline", **changes)`: a tiny config (module- and
-    session-scoped fixtures cannot use the function-scoped ones below)."""
-    return lambda kind, **changes: {"pretrain": tiny_pretrain, "baseline": tiny_baseline}[kind](
-        **changes
-    )
 
 
 @pytest.fixture
 def tiny_pretrain_config():
-    return tiny_pretrain()
+    """`tiny.pretrain_config()`."""
+    return tiny.pretrain_config()
 
 
 @pytest.fixture
 def tiny_baseline_config():
-    return tiny_baseline()
+    """`tiny.baseline_config()`."""
+    return tiny.baseline_config()
+
+
+@pytest.fixture(scope="session")
+def noise_far_ood(tmp_path_factory) -> str:
+    """`far_ood=folder:<path>` of 64 fixed noise images (`tiny.noise_far_ood`), for runs
+    whose far-OOD metrics are not what a test checks: MNIST costs seconds per process."""
+    return tiny.noise_far_ood(tmp_path_factory.mktemp("noise-far-ood"))
 
 
 @dataclass
@@ -175,7 +152,7 @@ def tiny_pretrain_run(mlflow_home: Path) -> TinyRun:
 
     name = "tiny-pretrain"
     create_experiment(name, mlflow_home / "artifacts")
-    config = tiny_pretrain()
+    config = tiny.pretrain_config()
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_EXPERIMENT_NAME", name)
         result = pretrain(config)

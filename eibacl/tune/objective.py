@@ -87,6 +87,7 @@ class TrialObjective:
                 encoder_uri=result.model_uri,
                 register=False,
                 knn_k=self.config.knn_k,
+                far_ood=self.config.far_ood,
                 device=self.config.device,
                 probe_seed=self.config.seed,
             ),

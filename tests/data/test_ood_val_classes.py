@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_splits import CLASSES, class_of, synthetic_set
 
 from eibacl.config import ConfigError, DataConfig
 from eibacl.data.splits import FASHION_MNIST_OOD_VAL, make_split, ood_val_spec, resolve_groups
+from tests.data.test_splits import CLASSES, class_of, synthetic_set
 
 
 def _config(**changes):

@@ -1,8 +1,8 @@
 """Helpers of the multi-process tests: free ports, spawned process groups, torchrun.
 
-Imported by the tests of this folder as a top-level module (pytest puts the folder on
-`sys.path`; spawned children get the parent's `sys.path`), so every worker function here
-is picklable by reference.
+Imported as `tests.distributed.dist_helpers` (pytest puts the checkout on `sys.path`;
+spawned children get the parent's `sys.path`), so every worker function is picklable by
+reference.
 """
 
 from __future__ import annotations

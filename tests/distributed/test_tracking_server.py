@@ -17,8 +17,9 @@ from pathlib import Path
 import mlflow
 import pytest
 import torch
-from dist_helpers import free_port
 from mlflow.tracking import MlflowClient
+
+from tests.distributed.dist_helpers import free_port
 
 STARTUP_S = 120
 

@@ -12,6 +12,7 @@ from PIL import Image
 
 from eibacl.config import MainConfig
 from eibacl.workflow.main import main
+from tests import tiny
 
 CLASSES = ("ring", "bolt", "gear", "hose")  # 'hose' is held out
 
@@ -39,13 +40,7 @@ TINY = dict(
     ood_classes="hose",
     shots=4,
     val_per_class=2,
-    width=8,
-    epochs=1,
-    batch_size=8,
-    warmup_epochs=0,
-    eval_every=0,
-    progress=False,
-    device="cpu",
+    **tiny.training(epochs=1, batch_size=8, warmup_epochs=0, eval_every=0),
     knn_k=1,
     num_synthetic=1,
     num_near_ood=1,

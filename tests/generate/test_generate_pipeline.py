@@ -8,19 +8,10 @@ from mlflow.tracking import MlflowClient
 from eibacl.config import ConfigError, GenerateRunConfig
 from eibacl.generate.pipeline import generate
 from eibacl.generate.synthetic_set import SyntheticSet
+from tests import tiny
 
-TINY = dict(
-    shots=4,
-    val_per_class=4,
-    test_per_class=5,
-    image_size=16,
-    generator_steps=4,
-    num_synthetic=2,
-    num_near_ood=1,
-    inference_steps=4,
-    strength="0.25,0.75",
-    progress=False,
-    device="cpu",
+TINY = tiny.data(shots=4, val_per_class=4, test_per_class=5) | tiny.generation(
+    num_synthetic=2, strength="0.25,0.75"
 )
 
 

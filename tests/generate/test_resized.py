@@ -11,6 +11,7 @@ import torch
 from eibacl.config import GenerateRunConfig
 from eibacl.data.resize import resize_uint8
 from eibacl.generate.resized import ResizedBackend, detail, generator_size
+from tests import tiny
 
 
 class Recording:
@@ -73,19 +74,7 @@ def test_generator_size_never_exceeds_the_image_size():
     assert generator_size(0, 64) == 64
 
 
-TINY = dict(
-    shots=4,
-    val_per_class=4,
-    test_per_class=5,
-    image_size=16,
-    generator_steps=4,
-    num_synthetic=1,
-    num_near_ood=1,
-    inference_steps=4,
-    strength="0.5",
-    progress=False,
-    device="cpu",
-)
+TINY = tiny.data(shots=4, val_per_class=4, test_per_class=5) | tiny.generation(strength="0.5")
 
 
 def test_pipeline_trains_at_generator_size_and_says_how_long(fresh_experiment, caplog):

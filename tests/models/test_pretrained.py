@@ -11,6 +11,7 @@ import torchvision
 
 from eibacl.config import ConfigError, ModelConfig
 from eibacl.models.encoders import build_encoder, weights_file
+from tests import tiny
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -85,7 +86,7 @@ def test_encoder_without_pretrained_weights_is_one_clear_line():
 
 
 def test_pretrain_and_baseline_start_from_the_cached_weights(
-    cached_resnet18, fresh_experiment, make_tiny_config, monkeypatch
+    cached_resnet18, fresh_experiment, monkeypatch
 ):
     from eibacl import tracking
     from eibacl.models import encoders
@@ -103,8 +104,8 @@ def test_pretrain_and_baseline_start_from_the_cached_weights(
     monkeypatch.setattr(encoders.Encoder, "__init__", recording)
     grey_filters = cached_resnet18["conv1.weight"].sum(dim=1, keepdim=True)
     small = dict(encoder="resnet18", pretrained="imagenet", epochs=1, register=False)
-    result = pretrain(make_tiny_config("pretrain", **{k: small[k] for k in list(small)[:3]}))
+    result = pretrain(tiny.pretrain_config(**{k: small[k] for k in list(small)[:3]}))
     assert torch.allclose(built[-1], grey_filters)  # Fashion-MNIST is grey
     assert result.encoder.mean.item() == pytest.approx(sum(IMAGENET_MEAN) / 3)
-    baseline(make_tiny_config("baseline", **small))
+    baseline(tiny.baseline_config(**small))
     assert torch.allclose(built[-1], grey_filters)

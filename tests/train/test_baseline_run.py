@@ -10,19 +10,20 @@ from mlflow.tracking import MlflowClient
 
 from eibacl import names, tracking
 from eibacl.train.baseline import baseline
+from tests import tiny
 
 COMPARED_PREFIXES = ("test/", "val/", "ood/")
 
 
 @pytest.fixture(scope="module")
-def baseline_run(make_experiment, make_tiny_config):
+def baseline_run(make_experiment):
     """A tiny baseline run in an experiment, and a registered model, of its own."""
     name = f"tiny-baseline-{uuid.uuid4().hex[:8]}"
     make_experiment(name)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_EXPERIMENT_NAME", name)
         mp.setattr(tracking, "REGISTERED_MODEL", f"eibacl-encoder-{name}")
-        result = baseline(make_tiny_config("baseline"))
+        result = baseline(tiny.baseline_config())
         runs = tracking.find_runs("")
     return result, runs
 

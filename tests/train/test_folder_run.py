@@ -14,6 +14,7 @@ from PIL import Image
 
 from eibacl import tracking
 from eibacl.config import ProbeConfig
+from tests import tiny
 
 CLASSES = ("ring", "bolt", "gear", "hose")  # 'hose' is held out
 
@@ -45,7 +46,7 @@ def build_folder(root):
 
 
 @pytest.fixture(scope="module")
-def folder_runs(tmp_path_factory, make_experiment, make_tiny_config):
+def folder_runs(tmp_path_factory, make_experiment):
     from eibacl.evaluate.probe import probe
     from eibacl.train.baseline import baseline
     from eibacl.train.pretrain import pretrain
@@ -65,9 +66,9 @@ def folder_runs(tmp_path_factory, make_experiment, make_tiny_config):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_EXPERIMENT_NAME", name)
         mp.setattr(tracking, "REGISTERED_MODEL", f"eibacl-encoder-{name}")
-        pretrained = pretrain(make_tiny_config("pretrain", **data))
+        pretrained = pretrain(tiny.pretrain_config(**data))
         probed = probe(ProbeConfig(device="cpu", knn_k=1, far_ood=f"folder:{far}", register=False))
-        ce = baseline(make_tiny_config("baseline", knn_k=1, register=False, **data))
+        ce = baseline(tiny.baseline_config(knn_k=1, register=False, **data))
     client = MlflowClient()
     return {
         "pretrain": client.get_run(pretrained.run_id),

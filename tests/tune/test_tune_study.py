@@ -60,6 +60,16 @@ def test_three_trials_complete_with_values_from_validation_accuracy(study_run):
         assert sorted(trial.intermediate_values) == [1, 2]
 
 
+def test_trial_probes_use_the_studys_far_ood_set(study_run):
+    far_ood = study_run["config"].far_ood
+    assert far_ood.startswith("folder:")  # the tests' noise images, not MNIST
+    client = MlflowClient()
+    for trial in study_run["trials"]:
+        probe_run = client.get_run(trial.user_attrs[PROBE_RUN])
+        assert probe_run.data.params["far_ood"] == far_ood
+        assert "ood/far/knn/auroc" in probe_run.data.metrics
+
+
 def test_each_trial_has_a_pretrain_and_a_probe_run_nested_in_the_study_run(study_run, runs_of):
     parent = study_run["parent"]
     assert parent.info.status == "FINISHED"

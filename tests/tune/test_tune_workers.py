@@ -16,7 +16,7 @@ from eibacl import names
 from eibacl.tune import tune
 from eibacl.tune.objective import PRETRAIN_RUN, PROBE_RUN
 
-WORKER = Path(__file__).with_name("tune_worker.py")
+ENTRY_POINT = Path(__file__).resolve().parents[2] / "entrypoints" / "tune.py"
 
 
 def test_two_workers_share_one_study_without_running_a_trial_twice(
@@ -29,7 +29,7 @@ def test_two_workers_share_one_study_without_running_a_trial_twice(
     env = os.environ | {"MLFLOW_EXPERIMENT_NAME": fresh_experiment, "PYTHONUNBUFFERED": "1"}
     workers = [
         subprocess.Popen(
-            [sys.executable, str(WORKER), *args],
+            [sys.executable, str(ENTRY_POINT), *args],
             cwd=tmp_path,
             env=env,
             stdout=subprocess.PIPE,

@@ -9,10 +9,10 @@ import sys
 import time
 
 import mlflow
-from test_main_and_compare import TINY as GRID_TINY  # same folder: importable by name
 
 from eibacl.config import CompareConfig
 from eibacl.workflow.compare import compare
+from tests.workflow.test_main_and_compare import TINY as GRID_TINY
 
 TINY = GRID_TINY | dict(register=False, seeds=3, methods="supcon", modes="none")
 

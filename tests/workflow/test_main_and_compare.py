@@ -8,27 +8,13 @@ from mlflow.tracking import MlflowClient
 from eibacl.config import CompareConfig, MainConfig
 from eibacl.workflow.compare import compare
 from eibacl.workflow.main import main
+from tests import tiny
 
-TINY = dict(
-    shots=6,
-    val_per_class=6,
-    test_per_class=10,
-    image_size=16,
-    width=8,
-    epochs=1,
-    batch_size=16,
-    warmup_epochs=0,
-    eval_every=0,
-    progress=False,
-    device="cpu",
-    knn_k=5,
-    generator_steps=4,
-    num_synthetic=1,
-    num_near_ood=1,
-    inference_steps=4,
-    strength="0.5",
-    near_ood_recipes="class-mix",
-    near_ood_per_batch=4,
+TINY = (
+    tiny.data(shots=6, val_per_class=6, test_per_class=10)
+    | tiny.training(epochs=1, batch_size=16, warmup_epochs=0, eval_every=0)
+    | tiny.generation(strength="0.5", near_ood_recipes="class-mix")
+    | dict(knn_k=5, near_ood_per_batch=4)
 )
 
 
