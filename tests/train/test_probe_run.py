@@ -68,6 +68,13 @@ def test_evaluation_metrics_are_linked_to_the_logged_encoder(probe_run):
     linked = {m.key: m.value for m in model.metrics if m.run_id == probe_run.info.run_id}
     assert linked["val/accuracy"] == probe_run.data.metrics["val/accuracy"]
     assert "ood/near/knn/aupr_out" in linked
+    # ...each with the split side it was measured on (val/*, test/*), ood/* on none
+    datasets = {m.key: m.dataset_name for m in model.metrics if m.run_id == probe_run.info.run_id}
+    assert datasets["val/accuracy"].endswith("-val"), datasets["val/accuracy"]
+    assert datasets["test/accuracy"].endswith("-test"), datasets["test/accuracy"]
+    assert not datasets["ood/near/knn/auroc"]
+    inputs = {d.dataset.name for d in probe_run.inputs.dataset_inputs}
+    assert {datasets["val/accuracy"], datasets["test/accuracy"]} <= inputs
 
 
 def test_plots_and_summaries_are_logged(probe_run, tiny_probe):
