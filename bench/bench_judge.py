@@ -38,7 +38,10 @@ def main() -> None:
     start = time.perf_counter()
     for i, s in enumerate(strengths):
         part = slice(i * len(sources) // len(strengths), (i + 1) * len(sources) // len(strengths))
-        backend.img2img(sources[part], onehot[part], s, guidance_scale=config.guidance_scale)
+        seeds = list(range(part.start, part.stop))  # one seed per image, as generate draws them
+        backend.img2img(
+            sources[part], onehot[part], s, guidance_scale=config.guidance_scale, seeds=seeds
+        )
     per_image = (time.perf_counter() - start) / len(sources)
     total = len(data.train_x) * (config.num_synthetic + config.num_near_ood)
     generation = per_image * total
