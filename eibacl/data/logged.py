@@ -33,8 +33,7 @@ CONTEXTS = {"train": "training", "val": "validation", "test": "test"}
 def log_datasets(data: TrainingData) -> None:
     """Each side of the split as an MLflow dataset input of the active run."""
     for side, context in CONTEXTS.items():
-        ref = side_dataset(data, side)
-        tracking.log_dataset(ref.name, ref.source, ref.digest, context, ref.size)
+        tracking.log_dataset(side_dataset(data, side), context)
 
 
 def side_dataset(data: TrainingData, side: str) -> tracking.DatasetRef:

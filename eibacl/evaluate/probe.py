@@ -91,18 +91,13 @@ def probe(config: ProbeConfig, nested: bool = False) -> ProbeResult:
         return ProbeResult(run.info.run_id, evaluation, registration)
 
 
-def log_evaluation(
-    evaluation: Evaluation, title: str, model_uri: str = "", data: TrainingData | None = None
-) -> None:
-    """Metrics (linked to the logged encoder at `model_uri` and, given the run's `data`, to
-    the split side each was measured on), figures and the summary."""
+def log_evaluation(evaluation: Evaluation, title: str, model_uri: str, data: TrainingData) -> None:
+    """Metrics (linked to the logged encoder at `model_uri` and to the split side of `data`
+    each was measured on), figures and the summary."""
     from eibacl.evaluate.evaluation import summary_markdown
 
-    if data is None:
-        tracking.log_metrics(evaluation.metrics, model_uri=model_uri)
-    else:
-        for part, dataset in metrics_by_dataset(evaluation.metrics, data):
-            tracking.log_metrics(part, model_uri=model_uri, dataset=dataset)
+    for part, dataset in metrics_by_dataset(evaluation.metrics, data):
+        tracking.log_metrics(part, model_uri=model_uri, dataset=dataset)
     for path, figure in evaluation.figures.items():
         tracking.log_figure(figure, path)
     tracking.log_dict(evaluation.summary, names.SUMMARY_JSON)

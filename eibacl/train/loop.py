@@ -210,8 +210,7 @@ def restore(
     if state.epoch in state.logged_steps:
         return
     if state.metrics:
-        tracking.log_metrics(state.metrics, step=state.epoch)
-        state.logged_steps.add(state.epoch)
+        log_once(state, state.metrics, state.epoch)
     elif distributed.is_primary():
         log.warning(
             "resume: epoch %d's metrics are neither in the run nor in its (older) "
