@@ -305,6 +305,29 @@ def needs_synthetic_set(mode: str) -> bool:
     return any(c in ("positives", "negatives") for c in synthetic_components(mode))
 
 
+
+def unused_settings(params: Mapping[str, Any]) -> set[str]:
+    """Settings of a run's parameters that its `synthetic` mode never reads, e.g. `alpha`
+    and the generator's settings of a `none` run. They are left out of the reuse key, so a
+    `compare` that changes only how synthetic data is made or used reuses its `none` (and
+    `features`) cells instead of training them again."""
+    if "synthetic" not in params:
+        return set()
+    used = set(synthetic_components(str(params["synthetic"])))
+    unused: set[str] = set()
+    if not used & {"positives", "negatives"}:
+        unused |= {f.name for f in dataclasses.fields(GenerateConfig)}
+        unused |= {"synthetic_set", "synthetic_filter", "oversample"}
+    if "positives" not in used:
+        unused |= {"alpha", "positive_mode"}
+    if "negatives" not in used:
+        unused.add("near_ood_per_batch")
+    if "features" not in used:
+        unused |= {"feature_negatives_per_batch", "feature_noise", "feature_boundary_quantile"}
+    if not used & {"negatives", "features"}:
+        unused.add("oe_weight")
+    return unused & set(params)
+
 @dataclass
 class SyntheticConfig:
     synthetic: str = param(

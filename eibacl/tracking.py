@@ -33,7 +33,7 @@ from mlflow.entities import Run  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 from eibacl import distributed, names  # noqa: E402
-from eibacl.config import VOLATILE_PARAMS  # noqa: E402
+from eibacl.config import VOLATILE_PARAMS, unused_settings  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -572,12 +572,14 @@ CODE_KEY = "__code__"  # in the digest only: no parameter of that name can exist
 
 def params_digest(params: dict[str, Any], code: str | None = None) -> str:
     """Identity of a step's work, parameters and code version (`eibacl.version`): equal
-    digests mean a finished run can be reused; results of other code never are."""
+    digests mean a finished run can be reused; results of other code never are. Volatile
+    settings and those the run's synthetic mode never reads are not part of it."""
     import hashlib
 
     from eibacl.version import code_version
 
-    stable = {k: str(v) for k, v in sorted(params.items()) if k not in VOLATILE_PARAMS}
+    skip = set(VOLATILE_PARAMS) | unused_settings(params)
+    stable = {k: str(v) for k, v in sorted(params.items()) if k not in skip}
     stable[CODE_KEY] = code_version() if code is None else code
     return hashlib.sha256(json.dumps(stable, sort_keys=True).encode()).hexdigest()[:20]
 

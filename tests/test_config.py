@@ -139,3 +139,36 @@ def test_volatile_parameters_are_marked_once_and_leave_the_reuse_key_alone():
     for name, value in (("progress", False), ("device", "cuda"), ("resume", "abc")):
         assert tracking.params_digest(params | {name: value}, code="git:x") == digest, name
     assert tracking.params_digest(params | {"epochs": 7}, code="git:x") != digest
+
+
+@pytest.mark.parametrize(
+    ("mode", "ignored", "read"),
+    [
+        ("none", ["alpha", "strength", "synthetic_filter", "feature_noise", "oe_weight"], []),
+        ("features", ["alpha", "strength", "near_ood_per_batch"], ["feature_noise", "oe_weight"]),
+        ("positives", ["near_ood_per_batch", "feature_noise", "oe_weight"], ["alpha", "strength"]),
+        (
+            "positives+negatives",
+            ["feature_noise"],
+            ["alpha", "near_ood_per_batch", "synthetic_filter", "oversample", "num_near_ood"],
+        ),
+    ],
+)
+def test_reuse_key_ignores_exactly_the_settings_a_mode_never_reads(mode, ignored, read):
+    """A compare that changes only alpha (say) must reuse its `none` cells, and must not
+    reuse a `positives` cell trained with another alpha."""
+    from eibacl import tracking
+    from eibacl.config import unused_settings
+
+    params = dataclasses.asdict(PretrainConfig(synthetic=mode))
+    digest = tracking.params_digest(params, code="git:x")
+    changed = {"alpha": 0.25, "strength": "0.5", "synthetic_filter": "judge", "oversample": 2}
+    changed |= {"feature_noise": 0.3, "oe_weight": 0.9, "near_ood_per_batch": 8}
+    changed |= {"num_near_ood": 5}
+    for name in ignored + read:
+        same = tracking.params_digest(params | {name: changed[name]}, code="git:x") == digest
+        assert same == (name in ignored), name
+    assert set(ignored) <= unused_settings(params)
+    assert not set(read) & unused_settings(params)
+    assert tracking.params_digest(params | {"temperature": 0.2}, code="git:x") != digest
+    assert unused_settings({"strength": "0.5"}) == set()  # generate runs: every setting counts
