@@ -305,7 +305,6 @@ def needs_synthetic_set(mode: str) -> bool:
     return any(c in ("positives", "negatives") for c in synthetic_components(mode))
 
 
-
 def unused_settings(params: Mapping[str, Any]) -> set[str]:
     """Settings of a run's parameters that its `synthetic` mode never reads, e.g. `alpha`
     and the generator's settings of a `none` run. They are left out of the reuse key, so a
@@ -327,6 +326,7 @@ def unused_settings(params: Mapping[str, Any]) -> set[str]:
     if not used & {"negatives", "features"}:
         unused.add("oe_weight")
     return unused & set(params)
+
 
 @dataclass
 class SyntheticConfig:

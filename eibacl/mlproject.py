@@ -77,7 +77,8 @@ def parameter_table() -> str:
     for name, (default, help_text, entries) in rows.items():
         shown = "all" if len(entries) == len(ENTRY_POINTS) else ", ".join(entries)
         text = '""' if default == "" else str(default)
-        lines.append(f"| `{name}` | `{text}` | {shown} | {help_text} |")
+        cell = help_text.replace("|", "\\|")  # a bare '|' in a help text would split the cell
+        lines.append(f"| `{name}` | `{text}` | {shown} | {cell} |")
     return "\n".join([TABLE_START, *lines, TABLE_END])
 
 
