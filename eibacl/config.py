@@ -156,6 +156,9 @@ class ModelConfig:
         _require(self.projection_dim >= 2, "projection_dim", self.projection_dim, "use >= 2")
 
 
+DEFAULT_CROP_SCALE = 0.4  # also AugmentSettings' default, for callers without a config
+
+
 @dataclass
 class OptimConfig:
     epochs: int = param(100, "Training epochs.")
@@ -163,6 +166,11 @@ class OptimConfig:
     lr: float = param(2e-3, "Peak learning rate (AdamW, warm-up then cosine decay).")
     weight_decay: float = param(1e-4, "AdamW weight decay.")
     warmup_epochs: int = param(3, "Linear learning-rate warm-up epochs.")
+    crop_scale: float = param(
+        DEFAULT_CROP_SCALE,
+        "Augmentation strength: smallest area (share of the image) of the random-resized crop "
+        "of every training view; 1 = no cropping, only flips and colour jitter.",
+    )
     seed: int = param(0, "Seed of initialisation, batches and augmentations.")
     device: str = param(
         "auto", "'auto' (CUDA with bf16 autocast when present), 'cpu' or 'cuda'.", volatile=True
@@ -178,6 +186,7 @@ class OptimConfig:
         _require(self.batch_size >= 2, "batch_size", self.batch_size, "use batch_size >= 2")
         _require(self.lr > 0, "lr", self.lr, "use a positive learning rate")
         _require(self.warmup_epochs >= 0, "warmup_epochs", self.warmup_epochs, "use >= 0")
+        _require(0 < self.crop_scale <= 1, "crop_scale", self.crop_scale, "use a share in (0, 1]")
         _require(
             self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
             "device",

@@ -57,6 +57,8 @@ def test_defaults_match_the_design():
         ("extrapolate_factor", 0.0),
         ("extrapolate_factor", 5.5),
         ("extrapolate_factor", float("inf")),
+        ("crop_scale", 0.0),
+        ("crop_scale", 1.2),
     ],
 )
 def test_invalid_value_raises_config_error_naming_the_parameter(param, value):

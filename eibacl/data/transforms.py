@@ -12,15 +12,22 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from eibacl.config import DEFAULT_CROP_SCALE
+
 
 @dataclass(frozen=True)
 class AugmentSettings:
-    scale: tuple[float, float] = (0.4, 1.0)
+    scale: tuple[float, float] = (DEFAULT_CROP_SCALE, 1.0)
     ratio: tuple[float, float] = (3 / 4, 4 / 3)
     flip: float = 0.5
     brightness: float = 0.4
     contrast: float = 0.4
     saturation: float = 0.4
+
+
+def training_augmentation(crop_scale: float) -> AugmentSettings:
+    """The training views' settings for a run's `crop_scale` (the rest are fixed)."""
+    return AugmentSettings(scale=(crop_scale, 1.0))
 
 
 def to_float(images: torch.Tensor) -> torch.Tensor:

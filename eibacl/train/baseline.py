@@ -6,6 +6,7 @@ from __future__ import annotations
 from eibacl import names, tracking
 from eibacl.config import BaselineConfig, synthetic_components
 from eibacl.data.training_data import TrainingData, evaluation_sets
+from eibacl.data.transforms import training_augmentation
 from eibacl.device import resolve_device
 from eibacl.evaluate.evaluation import evaluate_encoder
 from eibacl.evaluate.probe import log_evaluation
@@ -36,6 +37,7 @@ def baseline(
             ClassifierNetwork(encoder, data.num_classes),
             cfg.oe_weight if uses_outliers else 0.0,
             feature_negatives.from_config(cfg),
+            training_augmentation(cfg.crop_scale),
         )
 
     def evaluate(result: TrainResult) -> None:

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from eibacl import distributed
-from eibacl.data.transforms import augment
+from eibacl.data.transforms import AugmentSettings, augment
 from eibacl.models.heads import ClassifierNetwork, SupConNetwork
 from eibacl.models.losses.supcon import supcon_loss
 from eibacl.train.batches import Batch
@@ -37,9 +37,11 @@ class SupConObjective:
         network: SupConNetwork,
         temperature: float,
         feature_negatives: FeatureNegatives | None = None,
+        augmentation: AugmentSettings | None = None,
     ) -> None:
         self.network: nn.Module = network
         self.temperature = temperature
+        self.augmentation = augmentation or AugmentSettings()
         self.feature_negatives = feature_negatives
         self.last_feature_negatives = 0
 
@@ -64,16 +66,21 @@ class SupConObjective:
         self, batch: Batch, generator: torch.Generator, device: torch.device
     ) -> tuple[torch.Tensor, int]:
         images = batch.images.to(device, non_blocking=True)
-        views = [augment(images, generator), augment(images, generator)]
+        views = [
+            augment(images, generator, self.augmentation),
+            augment(images, generator, self.augmentation),
+        ]
         if batch.extra_views is not None:
-            views.append(augment(batch.extra_views.to(device), generator))
+            views.append(augment(batch.extra_views.to(device), generator, self.augmentation))
         n, v = len(images), len(views)
         if self.ddp is not None:
             return self._sharded(views, batch, generator, device)
         inputs = torch.cat(views)
         has_negatives = batch.negatives is not None and len(batch.negatives) > 0
         if has_negatives:
-            inputs = torch.cat([inputs, augment(batch.negatives.to(device), generator)])
+            inputs = torch.cat(
+                [inputs, augment(batch.negatives.to(device), generator, self.augmentation)]
+            )
         z = self.network(inputs).float()
         features = z[: n * v].view(v, n, -1).transpose(0, 1)
         negatives = z[n * v :] if has_negatives else None
@@ -93,7 +100,7 @@ class SupConObjective:
         has_negatives = batch.negatives is not None and len(batch.negatives) > 0
         negatives = views[0][:0]
         if has_negatives:
-            negatives = augment(batch.negatives.to(device), generator)
+            negatives = augment(batch.negatives.to(device), generator, self.augmentation)
         n, v, m = len(views[0]), len(views), len(negatives)
         _check_global_batch(n)
         lo, hi = distributed.shard_bounds(n)
@@ -134,10 +141,12 @@ class CrossEntropyObjective:
         network: ClassifierNetwork,
         oe_weight: float = 0.0,
         feature_negatives: FeatureNegatives | None = None,
+        augmentation: AugmentSettings | None = None,
     ) -> None:
         self.network: nn.Module = network
         self.oe_weight = oe_weight
         self.feature_negatives = feature_negatives
+        self.augmentation = augmentation or AugmentSettings()
         self.last_feature_negatives = 0
 
     def __call__(
@@ -146,7 +155,7 @@ class CrossEntropyObjective:
         images = [batch.images]
         if batch.extra_views is not None:
             images.append(batch.extra_views)
-        x = augment(torch.cat(images).to(device), generator)
+        x = augment(torch.cat(images).to(device), generator, self.augmentation)
         labels = batch.labels.to(device).repeat(len(images))
         outliers = batch.negatives is not None and len(batch.negatives) > 0 and self.oe_weight > 0
         synthesise = (
@@ -163,7 +172,7 @@ class CrossEntropyObjective:
                 )
             return self._sharded(x, labels, batch, generator, device, outliers)
         if outliers:
-            x = torch.cat([x, augment(batch.negatives.to(device), generator)])
+            x = torch.cat([x, augment(batch.negatives.to(device), generator, self.augmentation)])
         if synthesise:  # the penultimate features are needed: run the two halves
             features = self.network.encoder(x)
             logits = self.network.classifier(features).float()
@@ -192,7 +201,9 @@ class CrossEntropyObjective:
     ) -> tuple[torch.Tensor, int]:
         """This rank's share of the global mean loss, scaled so that DDP's average of the
         ranks' gradients is the gradient of the global mean (its value too, averaged)."""
-        negatives = augment(batch.negatives.to(device), generator) if outliers else x[:0]
+        negatives = (
+            augment(batch.negatives.to(device), generator, self.augmentation) if outliers else x[:0]
+        )
         _check_global_batch(len(x))
         lo, hi = distributed.shard_bounds(len(x))
         m_lo, m_hi = distributed.shard_bounds(len(negatives))

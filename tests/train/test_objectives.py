@@ -85,3 +85,28 @@ def test_cross_entropy_outlier_exposure_only_with_weight_and_negatives():
     empty = torch.empty(0, 1, SIZE, SIZE, dtype=torch.uint8)
     zero, n_zero = oe(_batch(empty), torch.Generator().manual_seed(0), CPU)
     assert n_zero == 6 and zero.item() == pytest.approx(base.item())
+
+
+def test_objectives_draw_views_with_the_runs_augmentation_settings():
+    """crop_scale reaches the views: with every random transform switched off the loss no
+    longer depends on the augmentation seed; with the defaults it does."""
+    from eibacl.data.transforms import AugmentSettings, training_augmentation
+
+    still = AugmentSettings(scale=(1.0, 1.0), ratio=(1.0, 1.0), flip=0.0)
+    still = AugmentSettings(**(vars(still) | {"brightness": 0, "contrast": 0, "saturation": 0}))
+    torch.manual_seed(0)
+    encoder = build_encoder("resnet-small", 1, 4, SIZE)
+    objectives = {
+        "supcon": lambda a: SupConObjective(SupConNetwork(encoder, 8).eval(), 0.1, None, a),
+        "ce": lambda a: CrossEntropyObjective(ClassifierNetwork(encoder, 3).eval(), 0.0, None, a),
+    }
+    for name, make in objectives.items():
+        fixed = make(still)
+        a, _ = fixed(_batch(), torch.Generator().manual_seed(0), CPU)
+        b, _ = fixed(_batch(), torch.Generator().manual_seed(1), CPU)
+        assert torch.allclose(a, b), name
+        moving = make(training_augmentation(0.4))
+        c, _ = moving(_batch(), torch.Generator().manual_seed(0), CPU)
+        d, _ = moving(_batch(), torch.Generator().manual_seed(1), CPU)
+        assert not torch.allclose(c, d), name
+    assert training_augmentation(0.7).scale == (0.7, 1.0)
