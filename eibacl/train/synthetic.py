@@ -102,10 +102,17 @@ def judge_keep(folder: Path, synthetic: SyntheticSet) -> np.ndarray:
 
 def _report_filter(pool: SyntheticPool, folder: Path, config: Any) -> None:
     c = pool.counts
+
+    def said(kind: str, noun: str, per_image: int) -> str:
+        passed = c[kind] + c[f"{kind}_over_cap"]
+        return (
+            f"passed {passed} of {passed + c[f'{kind}_dropped']} {noun} and kept {c[kind]} "
+            f"(<= {per_image} per image)"
+        )
+
     line = (
-        f"synthetic_filter=judge kept {c['id']} of {c['id'] + c['id_dropped']} ID variants "
-        f"(<= {config.num_synthetic} per image) and {c['near_ood']} of "
-        f"{c['near_ood'] + c['near_ood_dropped']} near-OOD images of {folder.name}"
+        f"synthetic_filter=judge {said('id', 'ID variants', config.num_synthetic)}; "
+        f"{said('near_ood', 'near-OOD images', config.num_near_ood)} of {folder.name}"
     )
     log.warning(line)
     tracking.log_metrics(
@@ -114,6 +121,8 @@ def _report_filter(pool: SyntheticPool, folder: Path, config: Any) -> None:
             "synthetic/filter/id_dropped": c["id_dropped"],
             "synthetic/filter/near_ood_kept": c["near_ood"],
             "synthetic/filter/near_ood_dropped": c["near_ood_dropped"],
+            "synthetic/filter/id_over_cap": c["id_over_cap"],
+            "synthetic/filter/near_ood_over_cap": c["near_ood_over_cap"],
         }
     )
     wanted_near = "negatives" in synthetic_components(config.synthetic)
@@ -200,6 +209,7 @@ def build_pool(
     near_by_source: dict[str, int] = {}
     near: list[int] = []
     dropped = {"id": 0, "near_ood": 0}
+    over_cap = {"id": 0, "near_ood": 0}  # passed `keep` but past the per-image number
     for row_index, row in enumerate(synthetic.rows):
         kind = "near_ood" if row.kind == "near_ood" else "id"
         if keep is not None and not keep[row_index]:
@@ -210,10 +220,14 @@ def build_pool(
             if near_per_source is None or used < near_per_source:
                 near_by_source[row.source_id] = used + 1
                 near.append(row_index)
+            else:
+                over_cap[kind] += 1
         elif row.source_id in position:
             rows = by_source[position[row.source_id]]
             if per_source is None or len(rows) < per_source:
                 rows.append(row_index)
+            else:
+                over_cap[kind] += 1
     per_source_rows = by_source
     variants = [synthetic.images[rows] if rows else empty for rows in per_source_rows]
     for i, rows in enumerate(per_source_rows):
@@ -233,5 +247,7 @@ def build_pool(
             "near_ood": len(near),
             "id_dropped": dropped["id"],
             "near_ood_dropped": dropped["near_ood"],
+            "id_over_cap": over_cap["id"],
+            "near_ood_over_cap": over_cap["near_ood"],
         },
     )

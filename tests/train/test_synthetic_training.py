@@ -179,7 +179,7 @@ def test_judge_filter_keeps_only_what_the_judge_passes(synthetic_run, synthetic_
     wanted_id = int((~near & verdict.stays_id & verdict.keeps_class).sum())
     wanted_near = int((near & verdict.in_band).sum())
     if wanted_id == 0 or wanted_near == 0:
-        with pytest.raises(ConfigError, match="synthetic_filter=judge kept"):
+        with pytest.raises(ConfigError, match="synthetic_filter=judge passed"):
             with mlflow.start_run():
                 load_pool(config, data)
         return
@@ -188,5 +188,8 @@ def test_judge_filter_keeps_only_what_the_judge_passes(synthetic_run, synthetic_
     assert pool.counts["id"] <= wanted_id and pool.counts["near_ood"] <= wanted_near
     assert pool.counts["id"] + pool.counts["id_dropped"] <= int((~near).sum())
     assert pool.counts["id_dropped"] == int((~near).sum()) - wanted_id
+    # what passed the judge is either kept or past the per-image number
+    assert pool.counts["id"] + pool.counts["id_over_cap"] == wanted_id
+    assert pool.counts["near_ood"] + pool.counts["near_ood_over_cap"] == wanted_near
     per_image = [len(v) for v in pool.variants]
     assert max(per_image) <= config.num_synthetic and np.sum(per_image) == pool.counts["id"]
