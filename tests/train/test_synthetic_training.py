@@ -165,7 +165,57 @@ def test_positive_mode_is_a_parameter_and_extra_view_trains(synthetic_run, synth
     assert run.data.metrics["train/synthetic_drawn"] > 0
 
 
+@pytest.mark.parametrize("per_image", [2, 1])
+def test_judge_filter_counts_rejections_and_the_per_image_cap_apart(
+    synthetic_run, synthetic_config, tmp_path, per_image
+):
+    """Verdicts written by hand on a copy of the set: two in three images pass. With
+    per_image=1 some that pass are over the cap; the counts must say which was which, and
+    training keeps exactly what passed and fits."""
+    import shutil
+
+    import numpy as np
+
+    from eibacl.generate.judge import JUDGE_FILE, Verdicts, save_verdicts
+
+    data = prepare_data(synthetic_config)
+    folder = tmp_path / "set"
+    shutil.copytree(resolve_set(synthetic_config, data), folder)
+    synthetic = SyntheticSet.open(folder)
+    near = synthetic.is_near_ood.numpy()
+    passes = np.arange(len(near)) % 3 != 0
+    n = len(near)
+    save_verdicts(
+        folder / JUDGE_FILE,
+        Verdicts({"mahalanobis": np.zeros(n)}, passes, np.ones(n, bool), passes & near),
+    )
+    config = dataclasses.replace(
+        synthetic_config,
+        synthetic_filter="judge",
+        synthetic_set=str(folder),
+        num_synthetic=per_image,
+        num_near_ood=per_image,
+    )
+    with mlflow.start_run():
+        pool = load_pool(config, data)
+    source = np.array([r.source_id for r in synthetic.rows])
+    for kind, rows in (("id", ~near), ("near_ood", near)):
+        passed = rows & passes
+        expected_kept = sum(
+            min(per_image, int((passed & (source == s)).sum())) for s in set(source)
+        )
+        assert pool.counts[f"{kind}_dropped"] == int((rows & ~passes).sum()), kind
+        assert pool.counts[kind] == expected_kept, kind
+        assert pool.counts[f"{kind}_over_cap"] == int(passed.sum()) - expected_kept, kind
+    assert max(len(v) for v in pool.variants) <= per_image
+    if per_image == 1:
+        assert pool.counts["id_over_cap"] + pool.counts["near_ood_over_cap"] > 0
+
+
 def test_judge_filter_keeps_only_what_the_judge_passes(synthetic_run, synthetic_config):
+    """The judge's real verdicts. The tiny generator's images pass nothing (measured in
+    session 4), so this mostly checks the clear error; the kept path is tested with
+    hand-written verdicts above."""
     import numpy as np
 
     from eibacl.generate.judge import JUDGE_FILE, load_verdicts
