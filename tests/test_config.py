@@ -164,9 +164,16 @@ def test_reuse_key_ignores_exactly_the_settings_a_mode_never_reads(mode, ignored
 
     params = dataclasses.asdict(PretrainConfig(synthetic=mode))
     digest = tracking.params_digest(params, code="git:x")
-    changed = {"alpha": 0.25, "strength": "0.5", "synthetic_filter": "judge", "oversample": 2}
-    changed |= {"feature_noise": 0.3, "oe_weight": 0.9, "near_ood_per_batch": 8}
-    changed |= {"num_near_ood": 5}
+    changed = {
+        "alpha": 0.25,
+        "strength": "0.5",
+        "synthetic_filter": "judge",
+        "oversample": 2,
+        "feature_noise": 0.3,
+        "oe_weight": 0.9,
+        "near_ood_per_batch": 8,
+        "num_near_ood": 5,
+    }
     for name in ignored + read:
         same = tracking.params_digest(params | {name: changed[name]}, code="git:x") == digest
         assert same == (name in ignored), name

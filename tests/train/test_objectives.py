@@ -92,8 +92,9 @@ def test_objectives_draw_views_with_the_runs_augmentation_settings():
     longer depends on the augmentation seed; with the defaults it does."""
     from eibacl.data.transforms import AugmentSettings, training_augmentation
 
-    still = AugmentSettings(scale=(1.0, 1.0), ratio=(1.0, 1.0), flip=0.0)
-    still = AugmentSettings(**(vars(still) | {"brightness": 0, "contrast": 0, "saturation": 0}))
+    still = AugmentSettings(
+        scale=(1.0, 1.0), ratio=(1.0, 1.0), flip=0.0, brightness=0, contrast=0, saturation=0
+    )
     torch.manual_seed(0)
     encoder = build_encoder("resnet-small", 1, 4, SIZE)
     objectives = {

@@ -165,26 +165,62 @@ def test_positive_mode_is_a_parameter_and_extra_view_trains(synthetic_run, synth
     assert run.data.metrics["train/synthetic_drawn"] > 0
 
 
-@pytest.mark.parametrize("per_image", [2, 1])
+def _expected_filter_counts(synthetic: SyntheticSet, passes, per_image: int) -> dict[str, int]:
+    """By hand: per kind, what the judge rejects, what passes and fits `per_image` per
+    source image, and what passes but is over that number."""
+    import numpy as np
+
+    near = synthetic.is_near_ood.numpy()
+    source = np.array([r.source_id for r in synthetic.rows])
+    counts = {}
+    for kind, rows in (("id", ~near), ("near_ood", near)):
+        passed = rows & passes
+        kept = sum(min(per_image, int((passed & (source == s)).sum())) for s in set(source))
+        counts[kind] = kept
+        counts[f"{kind}_dropped"] = int((rows & ~passes).sum())
+        counts[f"{kind}_over_cap"] = int(passed.sum()) - kept
+    return counts
+
+
+def _check_filter(config: PretrainConfig, synthetic: SyntheticSet, passes) -> None:
+    """load_pool keeps exactly the hand count, or - when it keeps no ID variant or no
+    near-OOD image (both needed by positives+negatives) - stops naming the counts and the fix."""
+    data = prepare_data(config)
+    expected = _expected_filter_counts(synthetic, passes, config.num_synthetic)
+    if expected["id"] == 0 or expected["near_ood"] == 0:
+        passed = expected["id"] + expected["id_over_cap"]
+        said = f"passed {passed} of {passed + expected['id_dropped']} ID variants and kept "
+        with pytest.raises(ConfigError, match=f"{said}{expected['id']} .*oversample=4"):
+            with mlflow.start_run():
+                load_pool(config, data)
+        return
+    with mlflow.start_run():
+        pool = load_pool(config, data)
+    assert pool.counts == expected
+    assert max(len(v) for v in pool.variants) <= config.num_synthetic
+
+
+@pytest.mark.parametrize(
+    ("pattern", "per_image"), [("two in three", 2), ("two in three", 1), ("nothing", 2)]
+)
 def test_judge_filter_counts_rejections_and_the_per_image_cap_apart(
-    synthetic_run, synthetic_config, tmp_path, per_image
+    synthetic_run, synthetic_config, tmp_path, pattern, per_image
 ):
-    """Verdicts written by hand on a copy of the set: two in three images pass. With
-    per_image=1 some that pass are over the cap; the counts must say which was which, and
-    training keeps exactly what passed and fits."""
+    """Verdicts written by hand on a copy of the set. With per_image=1 some images that
+    pass are over the cap; the counts must say which was which. A filter that passes
+    nothing stops with the counts and the fix."""
     import shutil
 
     import numpy as np
 
     from eibacl.generate.judge import JUDGE_FILE, Verdicts, save_verdicts
 
-    data = prepare_data(synthetic_config)
     folder = tmp_path / "set"
-    shutil.copytree(resolve_set(synthetic_config, data), folder)
+    shutil.copytree(resolve_set(synthetic_config, prepare_data(synthetic_config)), folder)
     synthetic = SyntheticSet.open(folder)
+    n = len(synthetic)
     near = synthetic.is_near_ood.numpy()
-    passes = np.arange(len(near)) % 3 != 0
-    n = len(near)
+    passes = np.arange(n) % 3 != 0 if pattern == "two in three" else np.zeros(n, bool)
     save_verdicts(
         folder / JUDGE_FILE,
         Verdicts({"mahalanobis": np.zeros(n)}, passes, np.ones(n, bool), passes & near),
@@ -196,50 +232,24 @@ def test_judge_filter_counts_rejections_and_the_per_image_cap_apart(
         num_synthetic=per_image,
         num_near_ood=per_image,
     )
-    with mlflow.start_run():
-        pool = load_pool(config, data)
-    source = np.array([r.source_id for r in synthetic.rows])
-    for kind, rows in (("id", ~near), ("near_ood", near)):
-        passed = rows & passes
-        expected_kept = sum(
-            min(per_image, int((passed & (source == s)).sum())) for s in set(source)
-        )
-        assert pool.counts[f"{kind}_dropped"] == int((rows & ~passes).sum()), kind
-        assert pool.counts[kind] == expected_kept, kind
-        assert pool.counts[f"{kind}_over_cap"] == int(passed.sum()) - expected_kept, kind
-    assert max(len(v) for v in pool.variants) <= per_image
-    if per_image == 1:
-        assert pool.counts["id_over_cap"] + pool.counts["near_ood_over_cap"] > 0
+    _check_filter(config, synthetic, passes)
+    if per_image == 1:  # the pattern puts two passing variants on some images
+        over = _expected_filter_counts(synthetic, passes, 1)
+        assert over["id_over_cap"] + over["near_ood_over_cap"] > 0
 
 
 def test_judge_filter_keeps_only_what_the_judge_passes(synthetic_run, synthetic_config):
-    """The judge's real verdicts. The tiny generator's images pass nothing (measured in
-    session 4), so this mostly checks the clear error; the kept path is tested with
-    hand-written verdicts above."""
+    """The judge's real verdicts, as generate wrote them: ID variants that stay ID and keep
+    their class, near-OOD images in the band. (The tiny generator's images pass nothing, so
+    this takes the error path; the kept path has hand-written verdicts above.)"""
     import numpy as np
 
     from eibacl.generate.judge import JUDGE_FILE, load_verdicts
 
-    data = prepare_data(synthetic_config)
-    folder = resolve_set(synthetic_config, data)
+    folder = resolve_set(synthetic_config, prepare_data(synthetic_config))
     synthetic = SyntheticSet.open(folder)
-    verdict = load_verdicts(folder / JUDGE_FILE)
-    config = dataclasses.replace(synthetic_config, synthetic_filter="judge")
-    near = synthetic.is_near_ood.numpy()
-    wanted_id = int((~near & verdict.stays_id & verdict.keeps_class).sum())
-    wanted_near = int((near & verdict.in_band).sum())
-    if wanted_id == 0 or wanted_near == 0:
-        with pytest.raises(ConfigError, match="synthetic_filter=judge passed"):
-            with mlflow.start_run():
-                load_pool(config, data)
-        return
-    with mlflow.start_run():
-        pool = load_pool(config, data)
-    assert pool.counts["id"] <= wanted_id and pool.counts["near_ood"] <= wanted_near
-    assert pool.counts["id"] + pool.counts["id_dropped"] <= int((~near).sum())
-    assert pool.counts["id_dropped"] == int((~near).sum()) - wanted_id
-    # what passed the judge is either kept or past the per-image number
-    assert pool.counts["id"] + pool.counts["id_over_cap"] == wanted_id
-    assert pool.counts["near_ood"] + pool.counts["near_ood_over_cap"] == wanted_near
-    per_image = [len(v) for v in pool.variants]
-    assert max(per_image) <= config.num_synthetic and np.sum(per_image) == pool.counts["id"]
+    v = load_verdicts(folder / JUDGE_FILE)
+    passes = np.where(synthetic.is_near_ood.numpy(), v.in_band, v.stays_id & v.keeps_class)
+    _check_filter(
+        dataclasses.replace(synthetic_config, synthetic_filter="judge"), synthetic, passes
+    )
