@@ -58,11 +58,13 @@ def run_entry_point(
     previous = _on_sigterm(_raise_terminated)
     try:
         config = parse_config(config_cls, argv, description)
+        _forget_links()
         main(config)
-    except Exception as exc:
+        _print_links()
+    except Exception as exc:  # noqa: BLE001 - the top level: user errors in one line, else re-raised
         if _debug() or not is_user_error(exc):
             raise
-        print(f"eibacl: error: {exc}", file=sys.stderr)
+        print(error_line(exc), file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:
         print(
@@ -75,6 +77,32 @@ def run_entry_point(
     return 0
 
 
+def error_line(exc: BaseException) -> str:
+    """The user's line, with the cause it was raised from when its text does not say it
+    already (a store's answer, an OS error): the cause is never dropped."""
+    line = f"eibacl: error: {exc}"
+    cause = exc.__cause__
+    if cause is None:
+        return line
+    said = str(cause) in line or bool(getattr(cause, "strerror", None) and cause.strerror in line)
+    return line if said else f"{line}\n  caused by {type(cause).__name__}: {cause}"
+
+
+def _forget_links() -> None:
+    from eibacl.tracking import forget_top_run
+
+    forget_top_run()
+
+
+def _print_links() -> None:
+    """Every entry point ends with the links to its run and its experiment's runs page."""
+    from eibacl.tracking import run_links
+
+    links = run_links()
+    if links:
+        print(f"\n{links}")
+
+
 def check_tracking_store() -> int:
     """For scripts/run.sh, before `mlflow run` touches the store: 0, or 2 and one line."""
     from eibacl.tracking import TrackingError, check_store
@@ -82,7 +110,7 @@ def check_tracking_store() -> int:
     try:
         check_store()
     except TrackingError as exc:
-        print(f"eibacl: error: {exc}", file=sys.stderr)
+        print(error_line(exc), file=sys.stderr)
         return 2
     return 0
 

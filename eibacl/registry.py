@@ -96,16 +96,16 @@ def champion_version(client: MlflowClient | None = None):  # noqa: ANN201 - MLfl
     client = client or MlflowClient()
     try:
         return client.get_model_version_by_alias(tracking.REGISTERED_MODEL, tracking.CHAMPION)
-    except MlflowException:
-        return None
+    except MlflowException as exc:  # no model or no alias yet; a store error surfaces
+        if tracking.is_not_found(exc, tracking.NO_SUCH_ALIAS):
+            return None
+        raise
 
 
 def registered_version(run_id: str) -> str | None:
-    """The version of the registered encoder that run `run_id` logged, if any."""
-    try:
-        found = MlflowClient().search_model_versions(
-            f"name='{tracking.REGISTERED_MODEL}' and run_id='{run_id}'"
-        )
-    except Exception:  # noqa: BLE001 - no such registered model yet
-        return None
+    """The version of the registered encoder that run `run_id` logged, if any (a store
+    error surfaces: taken for "none", the best trial would be registered twice)."""
+    found = MlflowClient().search_model_versions(
+        f"name='{tracking.REGISTERED_MODEL}' and run_id='{run_id}'"
+    )  # no such registered model yet: an empty list
     return str(found[0].version) if found else None

@@ -30,6 +30,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from mlflow.entities import Run  # noqa: E402
+from mlflow.exceptions import MlflowException  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 from eibacl import distributed, names  # noqa: E402
@@ -42,10 +43,29 @@ DEFAULT_URI = "sqlite:///mlflow.db"
 REGISTERED_MODEL = "eibacl-encoder"
 CHAMPION = "champion"
 MODEL_PACKAGES = ("torch", "torchvision", "numpy", "mlflow")
+# MLflow 3's UI opens an experiment with this tag on its training-runs view, not on the
+# GenAI overview of traces (the tag and value the UI reads: mlflow/server/js, ExperimentKind)
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+UI_DEFAULT = "http://127.0.0.1:5000"  # where `mlflow ui` listens by default
+# error codes MLflow gives a missing run, model, version or artifact (a missing alias of an
+# existing model is INVALID_PARAMETER_VALUE); anything else (a server down, auth) is no
+# "not found" and surfaces as it is
+NOT_FOUND = "RESOURCE_DOES_NOT_EXIST"
+NO_SUCH_ALIAS = "INVALID_PARAMETER_VALUE"
 
 
 class TrackingError(RuntimeError):
     """The tracking location cannot be used; the message says which and how to fix it."""
+
+
+class RunNotFound(ValueError):
+    """No run with that id in the store (the store itself answered)."""
+
+
+def is_not_found(exc: BaseException, *codes: str) -> bool:
+    """True when MLflow answered that the thing asked for does not exist."""
+    return isinstance(exc, MlflowException) and exc.error_code in (NOT_FOUND, *codes)
 
 
 def primary_only(default: Callable[[], Any] = lambda: None) -> Callable:
@@ -137,8 +157,53 @@ def experiment_id() -> str:
     name = os.environ.get("MLFLOW_EXPERIMENT_NAME", EXPERIMENT)
     experiment = mlflow.get_experiment_by_name(name)
     if experiment is None:
-        return mlflow.create_experiment(name)
+        return mlflow.create_experiment(name, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
     return experiment.experiment_id
+
+
+_KIND_SET: set[str] = set()  # experiments this process has checked for the tag
+
+
+def mark_experiment_kind(exp_id: str) -> None:
+    """Tag the experiment (also one `mlflow run` created) as model training, once a process."""
+    if exp_id in _KIND_SET:
+        return
+    client = MlflowClient()
+    if client.get_experiment(exp_id).tags.get(EXPERIMENT_KIND_TAG) is None:
+        client.set_experiment_tag(exp_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+    _KIND_SET.add(exp_id)
+
+
+_TOP_RUN: dict[str, str] = {}  # the newest top-level run of this process: for `run_links`
+
+
+def forget_top_run() -> None:
+    """A new entry point starts: the links it prints are those of its own run."""
+    _TOP_RUN.clear()
+
+
+def ui_base(uri: str | None = None) -> str:
+    """The UI's address: the tracking server itself, or `mlflow ui`'s default for a local
+    store."""
+    uri = uri or mlflow.get_tracking_uri()
+    return uri.rstrip("/") if uri.startswith(("http://", "https://")) else UI_DEFAULT
+
+
+def run_links(run_id: str | None = None) -> str:
+    """Where to look: the direct link to the run and to its experiment's runs page (and how
+    to start the UI for a local store); '' when no run was started."""
+    if run_id is None:
+        run_id, exp_id = _TOP_RUN.get("run_id"), _TOP_RUN.get("experiment_id")
+    else:
+        exp_id = get_run(run_id).info.experiment_id
+    if not run_id or not distributed.is_primary():
+        return ""
+    uri = mlflow.get_tracking_uri()
+    runs = f"{ui_base(uri)}/#/experiments/{exp_id}/runs"
+    lines = [f"Run:  {runs}/{run_id}", f"Runs: {runs}"]
+    if not uri.startswith(("http://", "https://")):
+        lines.append(f"(start the UI first: mlflow ui --backend-store-uri {uri})")
+    return "\n".join(lines)
 
 
 @contextmanager
@@ -181,6 +246,9 @@ def start_run(
         run_id=run_id, run_name=run_name, experiment_id=exp, nested=nested, tags=tags
     ) as run:
         distributed.broadcast_object(run.info.run_id)
+        mark_experiment_kind(run.info.experiment_id)
+        if not nested and active is None:
+            _TOP_RUN.update(run_id=run.info.run_id, experiment_id=run.info.experiment_id)
         try:
             yield run
         except KeyboardInterrupt:
@@ -317,19 +385,44 @@ def model_id_of(model_uri: str) -> str | None:
     models:/<name>/<version>; None for anything else (e.g. runs:/ URIs)."""
     if not model_uri.startswith("models:/"):
         return None
-    ref = model_uri[len("models:/") :]
-    if ref.startswith("m-"):
-        return ref.split("/")[0]
+    kind, name, ref = parse_models_uri(model_uri)
+    if kind == "logged":
+        return name
     try:
-        client = MlflowClient()
-        if "@" in ref:
-            name, alias = ref.split("@", 1)
-            return client.get_model_version_by_alias(name, alias).model_id
-        name, number = ref.split("/", 1)
-        return client.get_model_version(name, number).model_id
-    except Exception:  # noqa: BLE001 - linking is a convenience, never a failure
+        return model_source(model_uri)[0]
+    except MlflowException as exc:  # linking is a convenience: only "no such model" is skipped
+        if not is_not_found(exc, NO_SUCH_ALIAS):
+            raise
         log.info("no logged model found behind %s: metrics not linked to it", model_uri)
         return None
+
+
+def parse_models_uri(uri: str) -> tuple[str, str, str]:
+    """('logged', model id, ''), ('alias', name, alias) or ('version', name, number) of a
+    models:/m-<id>, models:/<name>@<alias> or models:/<name>/<version> URI."""
+    ref = uri.removeprefix("models:/")
+    if ref.startswith("m-"):
+        return "logged", ref.split("/")[0], ""
+    if "@" in ref:
+        name, alias = ref.split("@", 1)
+        return "alias", name, alias
+    name, _, number = ref.partition("/")
+    return "version", name, number
+
+
+def model_source(uri: str) -> tuple[str, str]:
+    """(logged-model id, id of the run that logged it) behind a models:/ URI; MLflow's
+    exception when the store has no such model, version or alias."""
+    kind, name, ref = parse_models_uri(uri)
+    if kind == "logged":
+        model = mlflow.get_logged_model(name)
+        return model.model_id, model.source_run_id
+    client = MlflowClient()
+    if kind == "alias":
+        version = client.get_model_version_by_alias(name, ref)
+    else:
+        version = client.get_model_version(name, ref)
+    return version.model_id, version.run_id
 
 
 def active_run_id() -> str | None:
@@ -483,8 +576,10 @@ def get_run(run_id: str) -> Run:
     configure()
     try:
         return MlflowClient().get_run(run_id)
-    except Exception as exc:  # noqa: BLE001 - MLflow raises several kinds
-        raise ValueError(
+    except MlflowException as exc:  # a server or auth error is not "not found": it surfaces
+        if not is_not_found(exc):
+            raise
+        raise RunNotFound(
             f"run {run_id!r} was not found in {mlflow.get_tracking_uri()}: check the id in the "
             "MLflow UI (mlflow ui --backend-store-uri sqlite:///mlflow.db)"
         ) from exc
@@ -529,7 +624,6 @@ def newest_finished_run(entry_point: str) -> Run:
 def resolve_encoder(uri: str) -> tuple[str, str]:
     """(model URI, id of the run that trained it) for '', runs:/..., models:/... URIs."""
     configure()
-    client = MlflowClient()
     if not uri:
         run = newest_finished_run("pretrain")
         return _encoder_of(run), run.info.run_id
@@ -538,19 +632,12 @@ def resolve_encoder(uri: str) -> tuple[str, str]:
         run = get_run(run_id)
         return (uri if uri.rstrip("/") != f"runs:/{run_id}" else _encoder_of(run)), run_id
     if uri.startswith("models:/"):
-        ref = uri[len("models:/") :]
         try:
-            if ref.startswith("m-"):
-                return uri, mlflow.get_logged_model(ref.split("/")[0]).source_run_id
-            if "@" in ref:
-                name, alias = ref.split("@", 1)
-                version = client.get_model_version_by_alias(name, alias)
-            else:
-                name, number = ref.split("/", 1)
-                version = client.get_model_version(name, number)
-        except Exception as exc:  # noqa: BLE001
+            return uri, model_source(uri)[1]
+        except MlflowException as exc:  # only "no such model/version/alias" is the user's
+            if not is_not_found(exc, NO_SUCH_ALIAS):
+                raise
             raise ValueError(f"encoder_uri={uri!r} is not in the registry ({exc})") from exc
-        return uri, version.run_id
     raise ValueError(
         f"encoder_uri={uri!r} is not understood: use runs:/<run id>/encoder, "
         "models:/eibacl-encoder@champion, or leave it empty for the newest pretrain run"

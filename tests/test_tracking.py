@@ -198,3 +198,26 @@ def test_model_requirements_are_pinned():
     assert set(pins) == {"torch", "torchvision", "numpy", "mlflow"}
     assert pins["mlflow"] == version("mlflow")
     assert "+" not in pins["torch"] and version("torch").startswith(pins["torch"])
+
+
+def test_experiment_opens_on_training_runs_and_entry_points_print_links(fresh_experiment, capsys):
+    """The UI reads `mlflow.experimentKind`; every entry point ends with its run's link."""
+    from eibacl.cli import run_entry_point
+    from eibacl.config import ProbeConfig
+
+    seen = {}
+
+    def main(config):
+        with tracking.start_run(run_name="top") as run, tracking.start_run(nested=True):
+            seen["run"] = run.info
+
+    assert run_entry_point(ProbeConfig, [], main, "probe") == 0
+    exp_id, run_id = seen["run"].experiment_id, seen["run"].run_id
+    tags = MlflowClient().get_experiment(exp_id).tags
+    assert tags["mlflow.experimentKind"] == "custom_model_development"
+    out = capsys.readouterr().out.splitlines()
+    runs = f"http://127.0.0.1:5000/#/experiments/{exp_id}/runs"
+    assert f"Run:  {runs}/{run_id}" in out and f"Runs: {runs}" in out
+    assert tracking.ui_base("http://host:5000/") == "http://host:5000"
+    assert run_entry_point(ProbeConfig, [], lambda config: None, "probe") == 0
+    assert "Runs:" not in capsys.readouterr().out  # no run of its own: no links

@@ -29,16 +29,25 @@ class ProbeResult:
 
 
 def check_encoder_input(encoder: torch.nn.Module, data: TrainingData, uri: str) -> None:
-    x = torch.zeros(2, data.imageset.channels, data.imageset.image_size, data.imageset.image_size)
-    try:
-        with torch.inference_mode():
-            encoder(x)
-    except Exception as exc:  # noqa: BLE001 - any failure here is a shape mismatch
+    """One line when the data's images are not the shape the logged encoder was exported for
+    (read from its graph: no trial forward pass, so no other failure is taken for this one)."""
+    want = (data.imageset.channels, data.imageset.image_size, data.imageset.image_size)
+    got = exported_input_shape(encoder)
+    if got is not None and got != want:
         raise ValueError(
-            f"encoder {uri} does not accept the data's images ({data.imageset.channels} channels, "
-            f"{data.imageset.image_size}x{data.imageset.image_size} px): probe it with the "
-            "data and image_size it was pretrained on"
-        ) from exc
+            f"encoder {uri} takes {got[0]}-channel {got[1]}x{got[2]} px images, the data has "
+            f"{want[0]} channels at {want[1]}x{want[2]} px: probe it with the data and "
+            "image_size it was pretrained on"
+        )
+
+
+def exported_input_shape(encoder: torch.nn.Module) -> tuple[int, ...] | None:
+    """(C, H, W) of a torch.export encoder's image input; None when the graph does not say."""
+    graph = getattr(getattr(encoder, "module", None), "graph", None)
+    placeholders = [] if graph is None else [n for n in graph.nodes if n.op == "placeholder"]
+    value = placeholders[0].meta.get("val") if placeholders else None
+    shape = tuple(getattr(value, "shape", ()))[1:]
+    return shape if len(shape) == 3 and all(isinstance(d, int) for d in shape) else None
 
 
 def probe(config: ProbeConfig, nested: bool = False) -> ProbeResult:

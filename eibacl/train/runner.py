@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from mlflow.exceptions import MlflowException
 
 from eibacl import distributed, names, tracking
 from eibacl.config import synthetic_components, volatile_fields
@@ -137,7 +138,9 @@ def _load_resume(config: Any) -> tuple[dict[str, Any], Any]:
     tracking.get_run(config.resume)
     try:
         path = tracking.download(config.resume, f"{names.CHECKPOINT_DIR}/{names.CHECKPOINT_FILE}")
-    except Exception as exc:  # noqa: BLE001
+    except MlflowException as exc:  # only "no such artifact" means no checkpoint
+        if not tracking.is_not_found(exc):
+            raise
         raise ValueError(
             f"run {config.resume} has no checkpoint to resume from ({names.CHECKPOINT_DIR}/"
             f"{names.CHECKPOINT_FILE}); start a new run instead"

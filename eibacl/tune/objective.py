@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 
 import optuna
+from mlflow.exceptions import MlflowException
 
 from eibacl import names, tracking
 from eibacl.config import ProbeConfig, TuneConfig
@@ -76,7 +77,7 @@ class TrialObjective:
         except optuna.TrialPruned:
             _mark(seen.get("run_id"), "PRUNED", status="KILLED")
             raise
-        except Exception:
+        except Exception:  # noqa: BLE001 - re-raised as it is, after marking the run FAIL
             _mark(seen.get("run_id"), "FAIL")
             raise
         tracking.set_run_tags(result.run_id, tags | {RUN_NAME: f"trial-{trial.number}-pretrain"})
@@ -114,5 +115,5 @@ def _mark(run_id: str | None, state: str, status: str | None = None) -> None:
         tracking.set_run_tags(run_id, {names.TRIAL_STATE_TAG: state})
         if status is not None:
             tracking.end_run_as(run_id, status)
-    except Exception:  # noqa: BLE001 - never hide the trial's own outcome
+    except MlflowException:  # the store refused: the trial's own outcome is not hidden
         log.warning("could not mark run %s as %s", run_id, state, exc_info=True)

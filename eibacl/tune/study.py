@@ -132,9 +132,10 @@ def display_url(url: str) -> str:
     """The storage URL with its password hidden (it is logged and shown in errors)."""
     try:
         from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
 
         return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - an unparsable URL is shown as given
+    except ArgumentError:  # an unparsable URL is shown as given
         return url
 
 
@@ -239,7 +240,7 @@ def _usable_parent(run_id: str | None) -> bool:
         return False
     try:
         run = tracking.get_run(run_id)
-    except Exception:  # noqa: BLE001 - another tracking store, or deleted
+    except tracking.RunNotFound:  # another tracking store, or deleted; a store error surfaces
         return False
     return (
         run.info.lifecycle_stage == "active" and run.info.experiment_id == tracking.experiment_id()
