@@ -185,8 +185,10 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
 
 
 def make_sampler(config: TuneConfig) -> TPESampler:
+    """TPE with `constant_liar`: trials still running on other workers count as bad results,
+    so parallel workers do not draw near-duplicates (set here, not left to Optuna's default)."""
     startup = max(2, min(10, config.n_trials // 2))
-    return TrialSeededTPESampler(seed=config.seed, n_startup_trials=startup)
+    return TrialSeededTPESampler(seed=config.seed, n_startup_trials=startup, constant_liar=True)
 
 
 def make_pruner(config: TuneConfig) -> optuna.pruners.BasePruner:

@@ -221,3 +221,15 @@ def test_two_objectives_plot_a_pareto_front():
     assert plots.PARETO in figures
     assert "plots/optimization_history_acc.png" in figures
     assert "plots/optimization_history_auroc.png" in figures
+
+
+def test_parallel_workers_sample_with_constant_liar():
+    """Each trial's TPE is made with constant_liar, so a trial still running on another
+    worker counts against its neighbourhood (no near-duplicate draws)."""
+    from eibacl.tune.study import make_sampler
+    from tests import tiny
+
+    sampler = make_sampler(tiny.tune_config())
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    trial = study.ask()
+    assert sampler._for(trial)._constant_liar is True  # Optuna's TPE, as built for the trial
