@@ -96,9 +96,9 @@ def _forget_links() -> None:
 
 def _print_links() -> None:
     """Every entry point ends with the links to its run and its experiment's runs page."""
-    from eibacl.tracking import run_links
+    from eibacl.tracking import unshown_links
 
-    links = run_links()
+    links = unshown_links()
     if links:
         print(f"\n{links}")
 

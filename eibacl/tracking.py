@@ -177,6 +177,11 @@ def mark_experiment_kind(exp_id: str) -> None:
 _TOP_RUN: dict[str, str] = {}  # the newest top-level run of this process: for `run_links`
 
 
+def unshown_links() -> str:
+    """`run_links` of this process's top-level run, unless its entry point showed them."""
+    return "" if _TOP_RUN.get("shown") == _TOP_RUN.get("run_id") else run_links()
+
+
 def forget_top_run() -> None:
     """A new entry point starts: the links it prints are those of its own run."""
     _TOP_RUN.clear()
@@ -198,6 +203,8 @@ def run_links(run_id: str | None = None) -> str:
         exp_id = get_run(run_id).info.experiment_id
     if not run_id or not distributed.is_primary():
         return ""
+    if run_id == _TOP_RUN.get("run_id"):
+        _TOP_RUN["shown"] = run_id
     uri = mlflow.get_tracking_uri()
     runs = f"{ui_base(uri)}/#/experiments/{exp_id}/runs"
     lines = [f"Run:  {runs}/{run_id}", f"Runs: {runs}"]
@@ -358,6 +365,7 @@ class DatasetRef:
     source: str
     digest: str
     size: int
+    tags: tuple[tuple[str, str], ...] = ()  # shown beside the dataset in the UI
 
 
 @primary_only()
@@ -483,7 +491,7 @@ def log_artifact(path: Path, artifact_path: str | None = None) -> None:
 @primary_only()
 def log_dataset(ref: DatasetRef, context: str) -> None:
     """Record the data a run saw as an MLflow dataset input (shown in the UI)."""
-    tags = {"size": str(ref.size), "source": ref.source}
+    tags = {"size": str(ref.size), "source": ref.source} | dict(ref.tags)
     mlflow.log_input(_meta_dataset(ref), context=context, tags=tags)
 
 

@@ -9,12 +9,13 @@ from mlflow.exceptions import MlflowException
 
 from eibacl import names, tracking
 from eibacl.config import DataConfig, config_from_params
+from eibacl.data.far_ood import far_ood_name, load_far_ood_set, resolve_far_ood
 from eibacl.data.report import report, report_metrics
 from eibacl.data.splits import Split
 from eibacl.data.training_data import TrainingData, prepare_data
 
 
-def log_data(data: TrainingData, resumed: bool = False) -> None:
+def log_data(data: TrainingData, resumed: bool = False, far_ood: str | None = None) -> None:
     """The split (ids on each side) as an artifact, each side as an MLflow dataset, and what
     the source skipped or used without a mask (metrics data/skipped, data/unmasked; a
     resumed run has them already)."""
@@ -24,16 +25,40 @@ def log_data(data: TrainingData, resumed: bool = False) -> None:
     tracking.log_dict(report(data.imageset), names.REPORT_ARTIFACT)
     digest = data.split.source_fingerprint
     tracking.set_tags({names.DATA_TAG: digest[:16], names.SPLIT_TAG: data.split.fingerprint()[:16]})
-    log_datasets(data)
+    log_datasets(data, far_ood)
 
 
 CONTEXTS = {"train": "training", "val": "validation", "test": "test"}
+# the held-out classes' images, read by runs that evaluate OOD detection
+OOD_CONTEXTS = {"ood_val": "near-ood-validation", "ood_test": "near-ood-test"}
+FAR_CONTEXT = "far-ood"
 
 
-def log_datasets(data: TrainingData) -> None:
-    """Each side of the split as an MLflow dataset input of the active run."""
-    for side, context in CONTEXTS.items():
-        tracking.log_dataset(side_dataset(data, side), context)
+def log_datasets(data: TrainingData, far_ood: str | None = None) -> None:
+    """Each side of the split as an MLflow dataset input of the active run; with `far_ood`
+    (runs that evaluate OOD detection) also the near-OOD sides and the far-OOD set."""
+    contexts = CONTEXTS | (OOD_CONTEXTS if far_ood is not None else {})
+    for side, context in contexts.items():
+        if side in CONTEXTS or data.split.side(side):
+            tracking.log_dataset(side_dataset(data, side), context)
+    far = None if far_ood is None else far_dataset(data, far_ood)
+    if far is not None:
+        tracking.log_dataset(far, FAR_CONTEXT)
+
+
+def far_dataset(data: TrainingData, far_ood: str) -> tracking.DatasetRef | None:
+    """The far-OOD set of `far_ood` (resolved against the run's data) as an MLflow dataset;
+    None for 'none'. Loaded from the same cache evaluation reads."""
+    spec = resolve_far_ood(far_ood, str(data.split.params.get("data", "fashion-mnist")))
+    far = load_far_ood_set(spec, data.imageset.image_size, data.imageset.channels)
+    if far is None:
+        return None
+    return tracking.DatasetRef(
+        name=f"{far_ood_name(spec)}-far-ood",
+        source=far.source,
+        digest=far.fingerprint()[:24],
+        size=len(far.images),
+    )
 
 
 def side_dataset(data: TrainingData, side: str) -> tracking.DatasetRef:

@@ -78,7 +78,7 @@ def probe(config: ProbeConfig, nested: bool = False) -> ProbeResult:
         tracking.log_params(source.data.params)
         tracking.set_tags({names.PARAMS_TAG: tracking.params_digest(dataclasses.asdict(config))})
         tracking.log_text(data.split.to_json(), names.SPLIT_ARTIFACT)
-        log_datasets(data)
+        log_datasets(data, config.far_ood)
         device = resolve_device(config.device)
         evaluation = evaluate_encoder(
             encoder, sets, knn_k=config.knn_k, seed=config.probe_seed, device=str(device)

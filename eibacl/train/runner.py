@@ -70,7 +70,7 @@ def run_training(
             data = prepare_data(config, split)
         tracking.log_params(dataclasses.asdict(config))
         tracking.set_tags({names.PARAMS_TAG: tracking.params_digest(dataclasses.asdict(config))})
-        log_data(data, resumed=resume_state is not None)
+        log_data(data, resumed=resume_state is not None, far_ood=getattr(config, "far_ood", None))
         pool = make_pool(config, data)
         device = distributed.local_device(resolve_device(config.device))
         seed_everything(config.seed)

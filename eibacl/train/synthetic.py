@@ -63,6 +63,7 @@ def load_pool(config: Any, data: TrainingData) -> SyntheticPool | None:
         )
     tracking.set_tags({names.SET_KEY_TAG: pool.set_id, names.SET_DIR_TAG: str(folder)})
     tracking.log_params({"synthetic_fingerprint": pool.fingerprint})
+    tracking.log_dataset(synthetic_dataset(synthetic, pool, folder), SYNTHETIC_CONTEXT)
     tracking.log_metrics(
         {
             "synthetic/id_count": pool.counts["id"],
@@ -70,6 +71,29 @@ def load_pool(config: Any, data: TrainingData) -> SyntheticPool | None:
         }
     )
     return pool
+
+
+SYNTHETIC_CONTEXT = "synthetic"
+
+
+def synthetic_dataset(
+    synthetic: SyntheticSet, pool: SyntheticPool, folder: Path
+) -> tracking.DatasetRef:
+    """The synthetic set a run trains with, as an MLflow dataset: its content key, the images
+    it draws by kind, and the fingerprint of the generator that made them."""
+    counts = {kind: int(pool.counts.get(kind, 0)) for kind in ("id", "near_ood")}
+    return tracking.DatasetRef(
+        name=f"synthetic-{pool.set_id[:8]}",
+        source=f"folder:{folder}",
+        digest=synthetic.settings.get("key_digest", pool.set_id),
+        size=sum(counts.values()),
+        tags=(
+            ("id_count", str(counts["id"])),
+            ("near_ood_count", str(counts["near_ood"])),
+            ("generator", str(synthetic.settings.get("backend", ""))),
+            ("generator_fingerprint", str(synthetic.settings.get("model_fingerprint", ""))),
+        ),
+    )
 
 
 def generation_config(config: Any) -> GenerateRunConfig:

@@ -198,3 +198,15 @@ def test_newest_finished_run_skips_unfinished_and_other_entry_points(
     assert tracking.resolve_encoder("") == (encoder_uri, older)
     newer = make_run("pretrain", "FINISHED")
     assert tracking.resolve_encoder("") == (encoder_uri, newer)
+
+
+def test_ood_sets_are_dataset_inputs(probe_run):
+    """The held-out classes' test and validation images and the far-OOD set, as inputs."""
+    by_context = {
+        {t.key: t.value for t in d.tags}["mlflow.data.context"]: d
+        for d in probe_run.inputs.dataset_inputs
+    }
+    assert {"near-ood-test", "near-ood-validation", "far-ood"} <= set(by_context)
+    far = by_context["far-ood"]
+    assert far.dataset.name.endswith("-far-ood")
+    assert int({t.key: t.value for t in far.tags}["size"]) > 0

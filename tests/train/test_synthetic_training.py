@@ -253,3 +253,19 @@ def test_judge_filter_keeps_only_what_the_judge_passes(synthetic_run, synthetic_
     _check_filter(
         dataclasses.replace(synthetic_config, synthetic_filter="judge"), synthetic, passes
     )
+
+
+def test_synthetic_set_is_a_dataset_input_of_the_run(synthetic_run, synthetic_config):
+    """The set as MLflow records it: its content key, counts by kind, the generator."""
+    run = MlflowClient().get_run(synthetic_run.run_id)
+    (found,) = [
+        d
+        for d in run.inputs.dataset_inputs
+        if {t.key: t.value for t in d.tags}.get("mlflow.data.context") == "synthetic"
+    ]
+    tags = {t.key: t.value for t in found.tags}
+    shots, classes = synthetic_config.shots, 5
+    assert tags["id_count"] == str(shots * classes * 2)
+    assert tags["near_ood_count"] == str(shots * classes * 1)
+    assert tags["generator"] == "ddpm" and tags["generator_fingerprint"]
+    assert run.data.tags["eibacl.synthetic_set"].startswith(found.dataset.digest[:16])
