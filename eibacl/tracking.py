@@ -48,6 +48,9 @@ MODEL_PACKAGES = ("torch", "torchvision", "numpy", "mlflow")
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
 UI_DEFAULT = "http://127.0.0.1:5000"  # where `mlflow ui` listens by default
+# MLflow 3.17's UI lands on its GenAI view in a new browser whatever the experiment's kind;
+# this query (its workflow switch, read from the URL) opens the "Model training" view
+UI_VIEW = "?workflowType=machine_learning"
 # error codes MLflow gives a missing run, model, version or artifact (a missing alias of an
 # existing model is INVALID_PARAMETER_VALUE); anything else (a server down, auth) is no
 # "not found" and surfaces as it is
@@ -207,7 +210,7 @@ def run_links(run_id: str | None = None) -> str:
         _TOP_RUN["shown"] = run_id
     uri = mlflow.get_tracking_uri()
     runs = f"{ui_base(uri)}/#/experiments/{exp_id}/runs"
-    lines = [f"Run:  {runs}/{run_id}", f"Runs: {runs}"]
+    lines = [f"Run:  {runs}/{run_id}{UI_VIEW}", f"Runs: {runs}{UI_VIEW}"]
     if not uri.startswith(("http://", "https://")):
         lines.append(f"(start the UI first: mlflow ui --backend-store-uri {uri})")
     return "\n".join(lines)

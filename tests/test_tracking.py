@@ -217,7 +217,8 @@ def test_experiment_opens_on_training_runs_and_entry_points_print_links(fresh_ex
     assert tags["mlflow.experimentKind"] == "custom_model_development"
     out = capsys.readouterr().out.splitlines()
     runs = f"http://127.0.0.1:5000/#/experiments/{exp_id}/runs"
-    assert f"Run:  {runs}/{run_id}" in out and f"Runs: {runs}" in out
+    view = "?workflowType=machine_learning"  # the UI's "Model training" switch
+    assert f"Run:  {runs}/{run_id}{view}" in out and f"Runs: {runs}{view}" in out
     assert tracking.ui_base("http://host:5000/") == "http://host:5000"
     assert run_entry_point(ProbeConfig, [], lambda config: None, "probe") == 0
     assert "Runs:" not in capsys.readouterr().out  # no run of its own: no links
