@@ -176,6 +176,12 @@ class OptimConfig:
         "auto", "'auto' (CUDA with bf16 autocast when present), 'cpu' or 'cuda'.", volatile=True
     )
     eval_every: int = param(10, "Epochs between validation kNN accuracies (0 = only at the end).")
+    checkpoint_every: int = param(
+        10,
+        "Epochs between checkpoints (with optimiser state; also after the last epoch and on "
+        "SIGTERM); resume continues from the newest.",
+        volatile=True,
+    )
     resume: str = param(
         "", "Run id of an interrupted run to continue from its last checkpoint.", volatile=True
     )
@@ -186,6 +192,12 @@ class OptimConfig:
         _require(self.batch_size >= 2, "batch_size", self.batch_size, "use batch_size >= 2")
         _require(self.lr > 0, "lr", self.lr, "use a positive learning rate")
         _require(self.warmup_epochs >= 0, "warmup_epochs", self.warmup_epochs, "use >= 0")
+        _require(
+            self.checkpoint_every >= 1,
+            "checkpoint_every",
+            self.checkpoint_every,
+            "use checkpoint_every >= 1 (epochs between checkpoints)",
+        )
         _require(0 < self.crop_scale <= 1, "crop_scale", self.crop_scale, "use a share in (0, 1]")
         _require(
             self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
