@@ -127,15 +127,16 @@ class DataConfig:
 class ModelConfig:
     encoder: str = param(
         "resnet-small",
-        "Encoder: 'resnet-small' (small-image ResNet, 28-64 px) or a torchvision "
-        "'resnet18' | 'resnet34' | 'resnet50'.",
+        "Encoder: 'resnet-small' (small-image ResNet, 28-64 px) or any torchvision "
+        "classification model by name ('resnet50', 'convnext_tiny', 'vit_b_16', ...), "
+        "its classifier removed.",
     )
     width: int = param(32, "Base width of resnet-small (channels of its first stage).")
     projection_dim: int = param(128, "Output dimension of the projection head.")
     pretrained: str = param(
         "none",
-        "Backbone weights: none (random) or imagenet (torchvision's ImageNet weights for "
-        "resnet18/34/50, from its cache TORCH_HOME/hub/checkpoints; ImageNet normalisation).",
+        "Backbone weights: none (random) or imagenet (a torchvision encoder's default "
+        "ImageNet weights, from its cache TORCH_HOME/hub/checkpoints; ImageNet normalisation).",
     )
 
     def validate(self) -> None:
@@ -146,12 +147,19 @@ class ModelConfig:
             "use none or imagenet",
         )
         _require(
-            self.pretrained == "none" or self.encoder in ("resnet18", "resnet34", "resnet50"),
+            self.pretrained == "none" or self.encoder != "resnet-small",
             "pretrained",
             self.pretrained,
-            f"encoder={self.encoder!r} has no pretrained weights: use encoder=resnet18, "
-            "resnet34 or resnet50, or pretrained=none",
+            f"encoder={self.encoder!r} has no pretrained weights: use a torchvision encoder "
+            "(e.g. resnet18) or pretrained=none",
         )
+        if self.encoder != "resnet-small":  # torchvision's names (imported only then)
+            from eibacl.models.encoders import check_encoder
+
+            try:
+                check_encoder(self.encoder)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
         _require(self.width >= 4, "width", self.width, "use width >= 4")
         _require(self.projection_dim >= 2, "projection_dim", self.projection_dim, "use >= 2")
 

@@ -133,3 +133,19 @@ def test_same_seed_gives_identical_loss_and_other_seed_differs(
     assert again.metrics["train/loss"] == reference
     assert _final_loss(again.run_id) == _final_loss(tiny_pretrain_run.run_id)
     assert other.metrics["train/loss"] != reference
+
+
+def test_a_torchvision_backbone_trains_and_is_logged_end_to_end(fresh_experiment):
+    """encoder=mobilenet_v3_small (any torchvision classifier by name) at 32 px, 1 epoch:
+    the run finishes and its logged encoder gives the 1024 features before the classifier."""
+    from eibacl.train.pretrain import pretrain
+    from tests import tiny
+
+    result = pretrain(tiny.pretrain_config(encoder="mobilenet_v3_small", image_size=32, epochs=1))
+    run = MlflowClient().get_run(result.run_id)
+    assert run.info.status == "FINISHED" and run.data.params["encoder"] == "mobilenet_v3_small"
+    assert torch.isfinite(torch.tensor(result.metrics["train/loss"]))
+    logged = tracking.load_encoder(run.data.tags[names.ENCODER_URI_TAG])
+    with torch.no_grad():
+        features = logged(torch.rand(3, 1, 32, 32))
+    assert features.shape == (3, 1024)
