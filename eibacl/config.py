@@ -183,6 +183,12 @@ class OptimConfig:
     device: str = param(
         "auto", "'auto' (CUDA with bf16 autocast when present), 'cpu' or 'cuda'.", volatile=True
     )
+    system_metrics: str = param(
+        "auto",
+        "MLflow system metrics (CPU, memory, disk, network; GPU with nvidia-ml-py) every 10 s "
+        "during training: auto (on for CUDA runs), true or false. Needs psutil.",
+        volatile=True,
+    )
     eval_every: int = param(10, "Epochs between validation kNN accuracies (0 = only at the end).")
     checkpoint_every: int = param(
         10,
@@ -200,6 +206,12 @@ class OptimConfig:
         _require(self.batch_size >= 2, "batch_size", self.batch_size, "use batch_size >= 2")
         _require(self.lr > 0, "lr", self.lr, "use a positive learning rate")
         _require(self.warmup_epochs >= 0, "warmup_epochs", self.warmup_epochs, "use >= 0")
+        _require(
+            self.system_metrics in ("auto", "true", "false"),
+            "system_metrics",
+            self.system_metrics,
+            "use auto, true or false",
+        )
         _require(
             self.checkpoint_every >= 1,
             "checkpoint_every",

@@ -37,6 +37,7 @@ def test_defaults_match_the_design():
         ("epochs", 0),
         ("checkpoint_every", 0),
         ("checkpoint_every", -3),
+        ("system_metrics", "yes"),
         ("batch_size", 1),
         ("alpha", -0.01),
         ("alpha", 1.5),
@@ -130,9 +131,9 @@ def test_away_needs_guidance_past_one(scale):
 
 
 def test_volatile_parameters_are_marked_once_and_leave_the_reuse_key_alone():
-    """progress/device/resume/register/checkpoint_every change how a run computes, not what:
-    marked on the field, they are what the reuse digest ignores; every other parameter
-    changes it."""
+    """progress/device/resume/register/checkpoint_every/system_metrics change how a run
+    computes, not what: marked on the field, they are what the reuse digest ignores; every
+    other parameter changes it."""
     from eibacl import tracking
     from eibacl.config import VOLATILE_PARAMS, ProbeConfig, volatile_fields
 
@@ -141,12 +142,26 @@ def test_volatile_parameters_are_marked_once_and_leave_the_reuse_key_alone():
         "progress",
         "resume",
         "checkpoint_every",
+        "system_metrics",
     }
     assert set(volatile_fields(ProbeConfig)) == {"device", "register"}
-    assert set(VOLATILE_PARAMS) == {"device", "progress", "resume", "register", "checkpoint_every"}
+    assert set(VOLATILE_PARAMS) == {
+        "device",
+        "progress",
+        "resume",
+        "register",
+        "checkpoint_every",
+        "system_metrics",
+    }
     params = dataclasses.asdict(PretrainConfig())
     digest = tracking.params_digest(params, code="git:x")
-    changes = (("progress", False), ("device", "cuda"), ("resume", "abc"), ("checkpoint_every", 1))
+    changes = (
+        ("progress", False),
+        ("device", "cuda"),
+        ("resume", "abc"),
+        ("checkpoint_every", 1),
+        ("system_metrics", "true"),
+    )
     for name, value in changes:
         assert tracking.params_digest(params | {name: value}, code="git:x") == digest, name
     assert tracking.params_digest(params | {"epochs": 7}, code="git:x") != digest
