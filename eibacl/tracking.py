@@ -147,12 +147,13 @@ def start_run(
     tags: dict[str, str] | None = None,
     run_id: str | None = None,
     nested: bool = False,
-    log_system_metrics: bool = False,
+    log_system_metrics: bool | None = None,
 ) -> Iterator[mlflow.ActiveRun]:
     """Start (or resume, or attach to the `mlflow run` project's) run.
 
     `log_system_metrics`: MLflow samples CPU, memory, disk, network (and GPU) metrics into
-    the run while it lasts (see `system_metrics_wanted`); not for a run already active.
+    the run while it lasts (see `system_metrics_wanted`; None: MLflow's own setting,
+    MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING); not for a run already active.
 
     An exception ends the run as FAILED; KeyboardInterrupt as KILLED. Everything logged
     before stays in the store, and checkpoints allow `resume`.
