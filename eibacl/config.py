@@ -127,15 +127,16 @@ class DataConfig:
 class ModelConfig:
     encoder: str = param(
         "resnet-small",
-        "Encoder: 'resnet-small' (small-image ResNet, 28-64 px) or a torchvision "
-        "'resnet18' | 'resnet34' | 'resnet50'.",
+        "Encoder: 'resnet-small' (small-image ResNet, 28-64 px) or any torchvision "
+        "classification model by name ('resnet50', 'convnext_tiny', 'vit_b_16', ...), "
+        "its classifier removed.",
     )
     width: int = param(32, "Base width of resnet-small (channels of its first stage).")
     projection_dim: int = param(128, "Output dimension of the projection head.")
     pretrained: str = param(
         "none",
-        "Backbone weights: none (random) or imagenet (torchvision's ImageNet weights for "
-        "resnet18/34/50, from its cache TORCH_HOME/hub/checkpoints; ImageNet normalisation).",
+        "Backbone weights: none (random) or imagenet (a torchvision encoder's default "
+        "ImageNet weights, from its cache TORCH_HOME/hub/checkpoints; ImageNet normalisation).",
     )
 
     def validate(self) -> None:
@@ -146,12 +147,19 @@ class ModelConfig:
             "use none or imagenet",
         )
         _require(
-            self.pretrained == "none" or self.encoder in ("resnet18", "resnet34", "resnet50"),
+            self.pretrained == "none" or self.encoder != "resnet-small",
             "pretrained",
             self.pretrained,
-            f"encoder={self.encoder!r} has no pretrained weights: use encoder=resnet18, "
-            "resnet34 or resnet50, or pretrained=none",
+            f"encoder={self.encoder!r} has no pretrained weights: use a torchvision encoder "
+            "(e.g. resnet18) or pretrained=none",
         )
+        if self.encoder != "resnet-small":  # torchvision's names (imported only then)
+            from eibacl.models.encoders import check_encoder
+
+            try:
+                check_encoder(self.encoder)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
         _require(self.width >= 4, "width", self.width, "use width >= 4")
         _require(self.projection_dim >= 2, "projection_dim", self.projection_dim, "use >= 2")
 
@@ -175,7 +183,19 @@ class OptimConfig:
     device: str = param(
         "auto", "'auto' (CUDA with bf16 autocast when present), 'cpu' or 'cuda'.", volatile=True
     )
+    system_metrics: str = param(
+        "auto",
+        "MLflow system metrics (CPU, memory, disk, network; GPU with nvidia-ml-py) every 10 s "
+        "during training: auto (on for CUDA runs), true or false. Needs psutil.",
+        volatile=True,
+    )
     eval_every: int = param(10, "Epochs between validation kNN accuracies (0 = only at the end).")
+    checkpoint_every: int = param(
+        10,
+        "Epochs between checkpoints (with optimiser state; also after the last epoch and on "
+        "SIGTERM); resume continues from the newest.",
+        volatile=True,
+    )
     resume: str = param(
         "", "Run id of an interrupted run to continue from its last checkpoint.", volatile=True
     )
@@ -186,6 +206,18 @@ class OptimConfig:
         _require(self.batch_size >= 2, "batch_size", self.batch_size, "use batch_size >= 2")
         _require(self.lr > 0, "lr", self.lr, "use a positive learning rate")
         _require(self.warmup_epochs >= 0, "warmup_epochs", self.warmup_epochs, "use >= 0")
+        _require(
+            self.system_metrics in ("auto", "true", "false"),
+            "system_metrics",
+            self.system_metrics,
+            "use auto, true or false",
+        )
+        _require(
+            self.checkpoint_every >= 1,
+            "checkpoint_every",
+            self.checkpoint_every,
+            "use checkpoint_every >= 1 (epochs between checkpoints)",
+        )
         _require(0 < self.crop_scale <= 1, "crop_scale", self.crop_scale, "use a share in (0, 1]")
         _require(
             self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),

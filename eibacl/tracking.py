@@ -222,8 +222,13 @@ def start_run(
     tags: dict[str, str] | None = None,
     run_id: str | None = None,
     nested: bool = False,
+    log_system_metrics: bool | None = None,
 ) -> Iterator[mlflow.ActiveRun]:
     """Start (or resume, or attach to the `mlflow run` project's) run.
+
+    `log_system_metrics`: MLflow samples CPU, memory, disk, network (and GPU) metrics into
+    the run while it lasts (see `system_metrics_wanted`; None: MLflow's own setting,
+    MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING); not for a run already active.
 
     An exception ends the run as FAILED; KeyboardInterrupt as KILLED. Everything logged
     before stays in the store, and checkpoints allow `resume`.
@@ -253,7 +258,12 @@ def start_run(
 
     tags = (tags or {}) | {names.PROCESS_TAG: process_label(), names.CODE_TAG: code_version()}
     with mlflow.start_run(
-        run_id=run_id, run_name=run_name, experiment_id=exp, nested=nested, tags=tags
+        run_id=run_id,
+        run_name=run_name,
+        experiment_id=exp,
+        nested=nested,
+        tags=tags,
+        log_system_metrics=log_system_metrics,
     ) as run:
         distributed.broadcast_object(run.info.run_id)
         mark_experiment_kind(run.info.experiment_id)
@@ -265,6 +275,28 @@ def start_run(
             # mlflow.ActiveRun ends every exception as FAILED; an interrupt is KILLED
             mlflow.end_run("KILLED")
             raise
+
+
+def system_metrics_wanted(setting: str, device_type: str) -> bool:
+    """Whether a run on `device_type` logs MLflow's system metrics: `setting` true or false,
+    or auto (on for CUDA). They need psutil (GPU metrics also nvidia-ml-py): missing, auto
+    skips them with one warning line, true is an error."""
+    import importlib.util
+
+    wanted = setting == "true" or (setting == "auto" and device_type == "cuda")
+    if not wanted:
+        return False
+    if importlib.util.find_spec("psutil") is None:
+        if setting == "true":
+            raise ValueError(
+                "system_metrics=true needs the package psutil (and nvidia-ml-py for GPU "
+                "metrics): pip install psutil nvidia-ml-py, or use system_metrics=false"
+            )
+        log.warning("system metrics skipped: psutil is not installed (pip install psutil)")
+        return False
+    if device_type == "cuda" and importlib.util.find_spec("pynvml") is None:
+        log.warning("system metrics without GPU metrics: pip install nvidia-ml-py for them")
+    return True
 
 
 def process_label(pid: int | None = None) -> str:

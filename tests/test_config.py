@@ -35,6 +35,9 @@ def test_defaults_match_the_design():
         ("temperature", 0.0),
         ("temperature", -0.1),
         ("epochs", 0),
+        ("checkpoint_every", 0),
+        ("checkpoint_every", -3),
+        ("system_metrics", "yes"),
         ("batch_size", 1),
         ("alpha", -0.01),
         ("alpha", 1.5),
@@ -128,17 +131,38 @@ def test_away_needs_guidance_past_one(scale):
 
 
 def test_volatile_parameters_are_marked_once_and_leave_the_reuse_key_alone():
-    """progress/device/resume/register change how a run computes, not what: marked on the
-    field, they are what the reuse digest ignores; every other parameter changes it."""
+    """progress/device/resume/register/checkpoint_every/system_metrics change how a run
+    computes, not what: marked on the field, they are what the reuse digest ignores; every
+    other parameter changes it."""
     from eibacl import tracking
     from eibacl.config import VOLATILE_PARAMS, ProbeConfig, volatile_fields
 
-    assert set(volatile_fields(PretrainConfig)) == {"device", "progress", "resume"}
+    assert set(volatile_fields(PretrainConfig)) == {
+        "device",
+        "progress",
+        "resume",
+        "checkpoint_every",
+        "system_metrics",
+    }
     assert set(volatile_fields(ProbeConfig)) == {"device", "register"}
-    assert set(VOLATILE_PARAMS) == {"device", "progress", "resume", "register"}
+    assert set(VOLATILE_PARAMS) == {
+        "device",
+        "progress",
+        "resume",
+        "register",
+        "checkpoint_every",
+        "system_metrics",
+    }
     params = dataclasses.asdict(PretrainConfig())
     digest = tracking.params_digest(params, code="git:x")
-    for name, value in (("progress", False), ("device", "cuda"), ("resume", "abc")):
+    changes = (
+        ("progress", False),
+        ("device", "cuda"),
+        ("resume", "abc"),
+        ("checkpoint_every", 1),
+        ("system_metrics", "true"),
+    )
+    for name, value in changes:
         assert tracking.params_digest(params | {name: value}, code="git:x") == digest, name
     assert tracking.params_digest(params | {"epochs": 7}, code="git:x") != digest
 

@@ -222,3 +222,51 @@ def test_experiment_opens_on_training_runs_and_entry_points_print_links(fresh_ex
     assert tracking.ui_base("http://host:5000/") == "http://host:5000"
     assert run_entry_point(ProbeConfig, [], lambda config: None, "probe") == 0
     assert "Runs:" not in capsys.readouterr().out  # no run of its own: no links
+
+
+def _packages_present(monkeypatch, present: dict[str, bool]) -> None:
+    """importlib.util.find_spec answers for the named packages as `present` says."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+
+    def find_spec(name, *args, **kwargs):
+        if name in present:
+            return object() if present[name] else None
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+
+
+@pytest.mark.parametrize(
+    ("setting", "device", "expected"),
+    [
+        ("auto", "cpu", False),
+        ("auto", "cuda", True),
+        ("true", "cpu", True),
+        ("false", "cuda", False),
+    ],
+)
+def test_system_metrics_are_on_for_cuda_runs_unless_told(setting, device, expected, monkeypatch):
+    _packages_present(monkeypatch, {"psutil": True, "pynvml": True})
+    assert tracking.system_metrics_wanted(setting, device) is expected
+
+
+def test_system_metrics_without_psutil_error_when_asked_and_are_skipped_on_auto(
+    monkeypatch, caplog
+):
+    _packages_present(monkeypatch, {"psutil": False, "pynvml": False})
+    with pytest.raises(ValueError, match="system_metrics=true needs the package psutil") as info:
+        tracking.system_metrics_wanted("true", "cpu")
+    assert "system_metrics=false" in str(info.value) and "\n" not in str(info.value)
+    with caplog.at_level("WARNING", logger="eibacl.tracking"):
+        assert tracking.system_metrics_wanted("auto", "cuda") is False
+    assert "system metrics skipped: psutil is not installed" in caplog.text
+    assert tracking.system_metrics_wanted("false", "cuda") is False  # asks for nothing
+
+
+def test_gpu_system_metrics_without_nvidia_ml_py_say_so(monkeypatch, caplog):
+    _packages_present(monkeypatch, {"psutil": True, "pynvml": False})
+    with caplog.at_level("WARNING", logger="eibacl.tracking"):
+        assert tracking.system_metrics_wanted("auto", "cuda") is True
+    assert "pip install nvidia-ml-py" in caplog.text

@@ -1,14 +1,21 @@
-"""Encoders: a small-image ResNet (28-64 px) and torchvision's ResNets (larger inputs).
+"""Encoders: a small-image ResNet (28-64 px) and any torchvision classification backbone.
 
 Every encoder takes float images in [0, 1] (N x C x H x W) and normalises them
-itself, so a logged model needs no preprocessing code beside it. With
-`pretrained="imagenet"` a torchvision ResNet starts from torchvision's own ImageNet
-weights (its weights API and cache, TORCH_HOME/hub/checkpoints) and normalises with the
-ImageNet mean and std those weights were trained with.
+itself, so a logged model needs no preprocessing code beside it. A torchvision backbone is
+named as torchvision names it (`resnet50`, `convnext_tiny`, `vit_b_16`, ...: the names of
+`torchvision.models.list_models(module=torchvision.models)`) and built with
+`torchvision.models.get_model`; its feature is the layer before the classifier (the
+classifier's last Linear becomes Identity). With `pretrained="imagenet"` it starts from
+torchvision's default ImageNet weights (its weights API and cache,
+TORCH_HOME/hub/checkpoints) and normalises with the mean and std those weights were
+trained with. Grey input: the first convolution takes one channel (with pretrained weights,
+its RGB filters summed).
 """
 
 from __future__ import annotations
 
+import difflib
+import functools
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -16,17 +23,47 @@ import torch
 import torchvision
 from torch import nn
 
-TORCHVISION_RESNETS = ("resnet18", "resnet34", "resnet50")
-ENCODERS = ("resnet-small", *TORCHVISION_RESNETS)
+SMALL = "resnet-small"
 PRETRAINED = ("none", "imagenet")
+IMAGENET_CLASSES = 1000
+# Builders that warn or add auxiliary outputs unless told: no auxiliary classifiers (their
+# tuple output in training mode is not a feature), explicit initialisation.
+BUILDER_KWARGS = {
+    "googlenet": {"aux_logits": False, "init_weights": True},
+    "inception_v3": {"aux_logits": False, "init_weights": True},
+}
+
+
+@functools.cache
+def torchvision_backbones() -> tuple[str, ...]:
+    """The classification models torchvision builds by name."""
+    return tuple(torchvision.models.list_models(module=torchvision.models))
+
+
+def encoder_names() -> tuple[str, ...]:
+    return (SMALL, *torchvision_backbones())
+
+
+def check_encoder(name: str) -> None:
+    """Raise one line naming the close matches when `name` is no encoder."""
+    if name == SMALL or name in torchvision_backbones():
+        return
+    close = difflib.get_close_matches(name, encoder_names(), n=5, cutoff=0.5)
+    hint = f"did you mean {', '.join(close)}? " if close else ""
+    raise ValueError(
+        f"encoder={name!r} is unknown: {hint}use {SMALL} or a torchvision classification "
+        "model (torchvision.models.list_models(module=torchvision.models), e.g. resnet50, "
+        "convnext_tiny, vit_b_16)"
+    )
 
 
 def imagenet_weights(name: str) -> torchvision.models.WeightsEnum:
-    """torchvision's default ImageNet weights of a ResNet (e.g. ResNet18_Weights.IMAGENET1K_V1)."""
-    if name not in TORCHVISION_RESNETS:
+    """torchvision's default ImageNet weights of `name` (e.g. ResNet18_Weights.IMAGENET1K_V1)."""
+    check_encoder(name)
+    if name == SMALL:
         raise ValueError(
-            f"pretrained=imagenet: encoder={name!r} has no pretrained weights; use encoder="
-            f"{' | '.join(TORCHVISION_RESNETS)} or pretrained=none"
+            f"pretrained=imagenet: encoder={name!r} has no pretrained weights; use a torchvision "
+            "backbone (e.g. encoder=resnet18) or pretrained=none"
         )
     return torchvision.models.get_model_weights(name).DEFAULT
 
@@ -37,10 +74,16 @@ def weights_file(weights: torchvision.models.WeightsEnum) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / filename
 
 
-def _load_pretrained(name: str) -> tuple[nn.Module, torchvision.models.WeightsEnum]:
+def _build_torchvision(name: str, pretrained: str, image_size: int) -> nn.Module:
+    kwargs = dict(BUILDER_KWARGS.get(name, {}))
+    if pretrained != "imagenet":
+        if name.startswith("vit_"):  # a ViT's position embeddings are made for one size
+            kwargs["image_size"] = image_size
+        return torchvision.models.get_model(name, weights=None, **kwargs)
     weights = imagenet_weights(name)
+    kwargs.pop("init_weights", None)
     try:
-        return getattr(torchvision.models, name)(weights=weights), weights
+        return torchvision.models.get_model(name, weights=weights, **kwargs)
     except (OSError, RuntimeError) as exc:  # URLError is an OSError: offline, no cached file
         where = weights_file(weights)
         raise FileNotFoundError(
@@ -98,19 +141,79 @@ class SmallResNet(nn.Module):
         return self.pool(self.stages(self.stem(x))).flatten(1)
 
 
-def _torchvision_resnet(name: str, in_channels: int, pretrained: str) -> tuple[nn.Module, int]:
-    if pretrained == "imagenet":
-        net, _ = _load_pretrained(name)
-    else:
-        net = getattr(torchvision.models, name)(weights=None)
+def _torchvision_backbone(
+    name: str, in_channels: int, pretrained: str, image_size: int
+) -> tuple[nn.Module, int]:
+    """The backbone without its classifier, and its feature dimension."""
+    try:
+        net = _build_torchvision(name, pretrained, image_size)
+    except AssertionError as exc:  # e.g. a ViT's image size not a multiple of its patch
+        raise _size_error(name, image_size, exc) from exc
     if in_channels != 3:
-        old = net.conv1.weight.data
-        net.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
-        if pretrained == "imagenet" and in_channels == 1:  # grey: the RGB filters summed
-            net.conv1.weight.data.copy_(old.sum(dim=1, keepdim=True))
-    feature_dim = net.fc.in_features
-    net.fc = nn.Identity()
+        _adapt_first_conv(net, in_channels, summed=pretrained == "imagenet")
+    feature_dim = _drop_classifier(net, name)
+    _check_input_size(net, name, in_channels, image_size)
     return net, feature_dim
+
+
+def _adapt_first_conv(net: nn.Module, in_channels: int, summed: bool) -> None:
+    """The first (RGB) convolution rebuilt for `in_channels`; with `summed`, for grey input,
+    its filters summed over the RGB channels (the same response to a grey image)."""
+    path, old = next((n, m) for n, m in net.named_modules() if isinstance(m, nn.Conv2d))
+    new = nn.Conv2d(
+        in_channels,
+        old.out_channels,
+        old.kernel_size,
+        old.stride,
+        old.padding,
+        old.dilation,
+        old.groups,
+        bias=old.bias is not None,
+        padding_mode=old.padding_mode,
+    )
+    if summed and in_channels == 1:
+        with torch.no_grad():
+            new.weight.copy_(old.weight.sum(dim=1, keepdim=True))
+            if old.bias is not None:
+                new.bias.copy_(old.bias)
+    net.set_submodule(path, new)
+
+
+def _drop_classifier(net: nn.Module, name: str) -> int:
+    """Replace the classifier's last Linear (ImageNet's 1000 outputs) with Identity and return
+    its input size; SqueezeNet's convolutional classifier becomes a global average pool."""
+    linears = [(n, m) for n, m in net.named_modules() if isinstance(m, nn.Linear)]
+    if linears and linears[-1][1].out_features == IMAGENET_CLASSES:
+        path, head = linears[-1]
+        net.set_submodule(path, nn.Identity())
+        return head.in_features
+    classifier = getattr(net, "classifier", None)
+    convs = [m for m in getattr(classifier, "modules", lambda: [])() if isinstance(m, nn.Conv2d)]
+    if convs and convs[-1].out_channels == IMAGENET_CLASSES:  # squeezenet
+        net.classifier = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
+        return convs[-1].in_channels
+    raise ValueError(f"encoder={name!r}: its classifier head was not found; use another encoder")
+
+
+def _check_input_size(net: nn.Module, name: str, in_channels: int, image_size: int) -> None:
+    """One forward pass of a blank image: a backbone that cannot take `image_size` says so
+    now, in one line, rather than at the first batch."""
+    was_training = net.training
+    try:
+        with torch.no_grad():
+            net.eval()(torch.zeros(1, in_channels, image_size, image_size))
+    except (RuntimeError, ValueError, AssertionError) as exc:
+        raise _size_error(name, image_size, exc) from exc
+    finally:
+        net.train(was_training)
+
+
+def _size_error(name: str, image_size: int, exc: BaseException) -> ValueError:
+    return ValueError(
+        f"encoder={name!r} cannot take image_size={image_size} ({exc}); use a larger "
+        "image_size (pretrained ViTs and Swins need their own: 224, 256 for swin_v2) or "
+        "another encoder"
+    )
 
 
 def _normalisation(name: str, in_channels: int, pretrained: str) -> tuple[list, list]:
@@ -139,15 +242,16 @@ class Encoder(nn.Module):
         super().__init__()
         if pretrained not in PRETRAINED:
             raise ValueError(f"pretrained={pretrained!r} is unknown; use none or imagenet")
-        if name == "resnet-small":
+        check_encoder(name)
+        if name == SMALL:
             if pretrained != "none":
                 imagenet_weights(name)  # raises: resnet-small has no pretrained weights
             self.backbone: nn.Module = SmallResNet(in_channels, width)
             self.feature_dim = self.backbone.feature_dim
-        elif name in TORCHVISION_RESNETS:
-            self.backbone, self.feature_dim = _torchvision_resnet(name, in_channels, pretrained)
         else:
-            raise ValueError(f"encoder={name!r} is unknown; choose one of {', '.join(ENCODERS)}")
+            self.backbone, self.feature_dim = _torchvision_backbone(
+                name, in_channels, pretrained, image_size
+            )
         self.name = name
         self.in_channels = in_channels
         self.image_size = image_size

@@ -16,11 +16,13 @@ import torch
 from tqdm.auto import tqdm
 
 from eibacl import distributed, names, tracking
+from eibacl.cli import Terminated
 from eibacl.config import OptimConfig
 from eibacl.device import autocast
 from eibacl.evaluate.scorers import knn_validation
 from eibacl.train.batches import BatchSampler
 from eibacl.train.checkpoint import save_checkpoint
+from eibacl.train.stopping import StopFlag, deferred_sigterm
 
 log = logging.getLogger(__name__)
 EpochCallback = Callable[[int, dict[str, float]], None]
@@ -90,11 +92,14 @@ def train_epochs(
 ) -> LoopState:
     """Train `objective.network` for `optim.epochs` epochs, logging to the active MLflow run.
 
-    After every epoch the full state, that epoch's metrics included, is checkpointed
-    (atomically, and as the run's artifact `checkpoints/last.pt`) *before* the metrics are
-    logged. Resuming logs the checkpoint's metrics when the run lacks them (a kill between
-    the two), and steps already in the run are never logged again: a resumed run holds
-    every epoch's metrics exactly once.
+    Every `optim.checkpoint_every` epochs, after the last epoch and on SIGTERM (which
+    finishes the epoch in progress first, see `eibacl.train.stopping`) the full state, that
+    epoch's metrics included, is checkpointed (atomically, and as the run's artifact
+    `checkpoints/last.pt`) *before* the metrics are logged. Resuming continues from the
+    newest checkpoint; steps already in the run are never logged again (the epochs after
+    the checkpoint are trained again, identically), and the checkpoint's metrics are logged
+    when the run lacks them (a kill between the two): a resumed run holds every epoch's
+    metrics exactly once.
 
     Under torchrun the network trains in DistributedDataParallel on each rank's slice of
     the global batches (see `eibacl.distributed`); only rank 0 validates (its metrics are
@@ -110,33 +115,43 @@ def train_epochs(
         objective.ddp = ddp
     primary = distributed.is_primary()
     checkpoint_path = Path(tempfile.mkdtemp(prefix="eibacl-ckpt-")) / names.CHECKPOINT_FILE
-    bar = tqdm(
-        range(state.epoch + 1, optim.epochs + 1),
-        desc=objective.method,
+    bar = epoch_bar(objective.method, optim, state.epoch, show=optim.progress and primary)
+    with deferred_sigterm() as stop:
+        for epoch in bar:
+            totals = run_epoch(objective, sampler, opt, device, amp, epoch, optim.lr)
+            metrics = epoch_metrics(totals, objective, opt, distributed_run=ddp is not None)
+            if primary and is_validation_epoch(epoch, optim):
+                metrics[names.VAL_KNN_ACCURACY] = knn_validation(
+                    network.encoder, *validation, device=device
+                )
+            if ddp is not None:
+                metrics = distributed.broadcast_object(metrics)
+            stopping = stop_requested(stop, distributed_run=ddp is not None)
+            state.epoch = epoch
+            if primary and (stopping or is_checkpoint_epoch(epoch, optim)):
+                # the checkpoint first: a kill after it loses no logged step
+                checkpoint = checkpoint_state(epoch, network, opt, sampler, metrics, extra_state)
+                save_and_upload(checkpoint_path, checkpoint)
+            log_once(state, metrics, epoch)
+            state.metrics = metrics
+            bar.set_postfix(loss=f"{metrics[names.TRAIN_LOSS]:.3f}")
+            if stopping:
+                raise Terminated(f"SIGTERM: stopped after epoch {epoch}, which is checkpointed")
+            if on_epoch is not None:
+                on_epoch(epoch, metrics)
+    return state
+
+
+def epoch_bar(method: str, optim: OptimConfig, done: int, show: bool) -> tqdm:
+    """Progress over epochs `done + 1 .. optim.epochs`."""
+    return tqdm(
+        range(done + 1, optim.epochs + 1),
+        desc=method,
         unit="epoch",
-        disable=not optim.progress or not primary,
-        initial=state.epoch,
+        disable=not show,
+        initial=done,
         total=optim.epochs,
     )
-    for epoch in bar:
-        totals = run_epoch(objective, sampler, opt, device, amp, epoch, optim.lr)
-        metrics = epoch_metrics(totals, objective, opt, distributed_run=ddp is not None)
-        if primary and is_validation_epoch(epoch, optim):
-            metrics[names.VAL_KNN_ACCURACY] = knn_validation(
-                network.encoder, *validation, device=device
-            )
-        if ddp is not None:
-            metrics = distributed.broadcast_object(metrics)
-        state.epoch = epoch
-        if primary:  # the checkpoint first: a kill after it loses no logged step
-            state_dict = checkpoint_state(epoch, network, opt, sampler, metrics, extra_state)
-            save_and_upload(checkpoint_path, state_dict)
-        log_once(state, metrics, epoch)
-        state.metrics = metrics
-        bar.set_postfix(loss=f"{metrics[names.TRAIN_LOSS]:.3f}")
-        if on_epoch is not None:
-            on_epoch(epoch, metrics)
-    return state
 
 
 def place_network(
@@ -277,6 +292,18 @@ def epoch_metrics(
 def is_validation_epoch(epoch: int, optim: OptimConfig) -> bool:
     """Every `eval_every` epochs (0: never) and always the last."""
     return bool(optim.eval_every and epoch % optim.eval_every == 0) or epoch == optim.epochs
+
+
+def is_checkpoint_epoch(epoch: int, optim: OptimConfig) -> bool:
+    """Every `checkpoint_every` epochs and always the last."""
+    return epoch % optim.checkpoint_every == 0 or epoch == optim.epochs
+
+
+def stop_requested(stop: StopFlag, distributed_run: bool) -> bool:
+    """Whether SIGTERM reached this process (under DDP: any rank, so all stop together)."""
+    if not distributed_run:
+        return stop.requested
+    return distributed.all_reduce_sum([float(stop.requested)])[0] > 0
 
 
 def save_and_upload(path: Path, state: dict[str, Any]) -> None:

@@ -53,16 +53,14 @@ def run_training(
     if config.resume:
         loaded = _load_resume(config) if distributed.is_primary() else None
         resume_state, config = distributed.broadcast_object(loaded)
-    tags = {
-        names.METHOD_TAG: method,
-        names.ENTRY_TAG: "pretrain" if method == "supcon" else "baseline",
-        names.SYNTHETIC_TAG: getattr(config, "synthetic", "none"),
-    }
+    tags = run_tags(config, method)
+    device_type = resolve_device(config.device).type
     with tracking.start_run(
         run_name=f"{method}-{tags[names.SYNTHETIC_TAG]}",
         tags=tags,
         run_id=config.resume or None,
         nested=nested,
+        log_system_metrics=tracking.system_metrics_wanted(config.system_metrics, device_type),
     ) as run:
         run_id = run.info.run_id
         split = Split.from_json(resume_state["split"]) if resume_state else None
@@ -103,6 +101,14 @@ def run_training(
         if after_training is not None and distributed.is_primary():  # evaluation: rank 0
             after_training(result)
         return result
+
+
+def run_tags(config: Any, method: str) -> dict[str, str]:
+    return {
+        names.METHOD_TAG: method,
+        names.ENTRY_TAG: "pretrain" if method == "supcon" else "baseline",
+        names.SYNTHETIC_TAG: getattr(config, "synthetic", "none"),
+    }
 
 
 CURVES = (names.TRAIN_LOSS, names.VAL_KNN_ACCURACY)

@@ -8,6 +8,7 @@ reference.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -76,6 +77,13 @@ def spawn(function: Callable[..., Any], world: int, *args: Any, timeout: float =
                 process.kill()
 
 
+# What a worker that died in gloo's start-up leaves in torchrun's output (rank 1 aborted
+# before training: "terminate called without an active exception", then SIGABRT).
+STARTUP_ABORT = re.compile(
+    r"terminate called without an active exception|SIGABRT|exitcode\s*:\s*-6"
+)
+
+
 def torchrun(
     script: str,
     args: list[str],
@@ -83,8 +91,34 @@ def torchrun(
     cwd: Path,
     nproc: int = 2,
     timeout: float = 240,
+    experiment: str | None = None,
 ) -> subprocess.CompletedProcess:
-    """`torchrun --nproc-per-node nproc <repo>/script args` on loopback, run in `cwd`."""
+    """`torchrun --nproc-per-node nproc <repo>/script args` on loopback, run in `cwd`.
+
+    With `experiment` (the experiment the run logs to, fresh for the test): a launch that
+    aborted in start-up before any training (`aborted_at_startup`) is retried once, after
+    its half-started runs are ended and deleted (so the test's run counts hold); any other
+    failure, and a second abort, raise."""
+
+    def launch() -> subprocess.CompletedProcess:
+        return _launch_torchrun(script, args, env, cwd, nproc, timeout)
+
+    done = launch()
+    if done.returncode != 0 and experiment and aborted_at_startup(done, experiment):
+        ended = end_half_started_runs(experiment)
+        print(f"torchrun aborted at start-up; ended {len(ended)} half-started run(s); retrying")
+        done = launch()
+    if done.returncode != 0:
+        raise AssertionError(
+            f"torchrun {script} failed ({done.returncode}):\n{done.stdout[-3000:]}\n"
+            f"{done.stderr[-6000:]}"
+        )
+    return done
+
+
+def _launch_torchrun(
+    script: str, args: list[str], env: dict[str, str], cwd: Path, nproc: int, timeout: float
+) -> subprocess.CompletedProcess:
     command = [
         sys.executable,
         "-m",
@@ -97,15 +131,43 @@ def torchrun(
     ]
     full_env = os.environ | {"GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"} | env
     full_env.pop("WORLD_SIZE", None)
-    done = subprocess.run(
+    return subprocess.run(
         command, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
     )
-    if done.returncode != 0:
-        raise AssertionError(
-            f"torchrun {script} failed ({done.returncode}):\n{done.stdout[-3000:]}\n"
-            f"{done.stderr[-6000:]}"
-        )
-    return done
+
+
+def _experiment_runs(experiment: str) -> list:
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    found = mlflow.get_experiment_by_name(experiment)
+    if found is None:
+        return []
+    return MlflowClient().search_runs([found.experiment_id], max_results=100)
+
+
+def aborted_at_startup(done: subprocess.CompletedProcess, experiment: str) -> bool:
+    """The launch failed with the start-up abort's signature and trained nothing: no run of
+    `experiment` holds a training loss (the data's metrics come before training)."""
+    from eibacl.names import TRAIN_LOSS
+
+    aborted = STARTUP_ABORT.search(f"{done.stdout}\n{done.stderr}") is not None
+    trained = any(TRAIN_LOSS in run.data.metrics for run in _experiment_runs(experiment))
+    return aborted and not trained
+
+
+def end_half_started_runs(experiment: str) -> list[str]:
+    """End (FAILED) and delete the runs of `experiment` that are still RUNNING."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    ended = [
+        run.info.run_id for run in _experiment_runs(experiment) if run.info.status == "RUNNING"
+    ]
+    for run_id in ended:
+        client.set_terminated(run_id, "FAILED")
+        client.delete_run(run_id)
+    return ended
 
 
 def cli_args(values: dict[str, Any]) -> list[str]:

@@ -118,7 +118,7 @@ def training_worker(
     from eibacl.train.baseline import baseline
     from eibacl.train.pretrain import pretrain
 
-    three = PretrainConfig(**(tiny | {"epochs": 3}))
+    three = PretrainConfig(**(tiny | {"epochs": 3, "checkpoint_every": 1}))  # interrupted at 2
     seen: dict = {"rank": rank}
     log_encoder = tracking.log_encoder
     tracking.log_encoder = lambda encoder, name="encoder": "skipped"  # the reference run's

@@ -46,6 +46,7 @@ def test_torchrun_pretrain_makes_one_run_with_each_step_once(
         cli_args(TINY),
         {"MLFLOW_EXPERIMENT_NAME": fresh_experiment, **isolated_environment},
         cwd=tmp_path,
+        experiment=fresh_experiment,  # a gloo start-up abort is retried once
     )
     (run,) = runs_of(fresh_experiment)
     assert run.info.status == "FINISHED"

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from eibacl.models.encoders import ENCODERS, build_encoder
+from eibacl.config import ConfigError, ModelConfig
+from eibacl.models.encoders import build_encoder
 from eibacl.models.heads import ClassifierNetwork, ProjectionHead, SupConNetwork
 
 
@@ -30,13 +31,70 @@ def test_resnet18_accepts_one_channel():
     assert out.shape == (2, 512)
 
 
-def test_unknown_encoder_names_the_choices():
-    with pytest.raises(ValueError) as info:
-        build_encoder("vgg11", 3, 32, 32)
-    message = str(info.value)
-    assert "vgg11" in message
-    for name in ENCODERS:
-        assert name in message
+@pytest.mark.parametrize(
+    ("name", "close"),
+    [("convnext_tiney", "convnext_tiny"), ("resnet-smal", "resnet-small"), ("vitb16", "vit_b_16")],
+)
+def test_unknown_encoder_lists_close_matches_in_one_line(name, close):
+    for error, build in (
+        (ValueError, lambda: build_encoder(name, 3, 32, 32)),
+        (ConfigError, lambda: ModelConfig(encoder=name).validate()),
+    ):
+        with pytest.raises(error) as info:
+            build()
+        message = str(info.value)
+        assert f"encoder={name!r} is unknown" in message and close in message
+        assert "\n" not in message
+
+
+# Feature sizes of torchvision's architectures (the input of their last classifier layer).
+FEATURE_DIMS = [
+    ("vit_b_16", 3, 32, 768),
+    ("convnext_tiny", 1, 32, 768),
+    ("swin_t", 3, 32, 768),
+    ("googlenet", 3, 32, 1024),
+    ("inception_v3", 1, 80, 2048),
+    ("vgg11", 3, 32, 4096),
+    ("squeezenet1_1", 1, 32, 512),
+    ("efficientnet_b0", 1, 32, 1280),
+]
+
+
+@pytest.mark.parametrize(("name", "channels", "size", "dim"), FEATURE_DIMS)
+def test_torchvision_backbones_give_the_layer_before_the_classifier(name, channels, size, dim):
+    """Built on the meta device (shapes only: no weights are drawn, so even a ViT-B costs
+    little); grey input rebuilds the first convolution."""
+    with torch.device("meta"):
+        encoder = build_encoder(name, channels, 8, size)
+        out = encoder.eval()(torch.rand(2, channels, size, size))
+    assert encoder.feature_dim == dim
+    assert out.shape == (2, dim)
+    first = next(m for m in encoder.backbone.modules() if isinstance(m, torch.nn.Conv2d))
+    assert first.in_channels == channels
+
+
+def test_mobilenet_feature_is_its_classifier_without_the_last_layer():
+    """Against torchvision's own model with the same weights, computed layer by layer."""
+    import torchvision
+
+    torch.manual_seed(5)
+    reference = torchvision.models.mobilenet_v3_small().eval()
+    torch.manual_seed(5)
+    encoder = build_encoder("mobilenet_v3_small", 3, 8, 32).eval()
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        pooled = reference.avgpool(reference.features(x)).flatten(1)
+        expected = reference.classifier[2](reference.classifier[1](reference.classifier[0](pooled)))
+        got = encoder.backbone(x)
+    assert encoder.feature_dim == 1024
+    assert torch.equal(got, expected)
+
+
+@pytest.mark.parametrize(("name", "size"), [("squeezenet1_1", 8), ("vit_b_16", 8)])
+def test_too_small_images_are_one_clear_line(name, size):
+    with torch.device("meta"), pytest.raises(ValueError) as info:
+        build_encoder(name, 3, 8, size)
+    assert f"encoder={name!r} cannot take image_size={size}" in str(info.value)
 
 
 def test_encoder_normalises_its_input():

@@ -57,12 +57,38 @@ def test_grey_input_sums_the_rgb_filters(cached_resnet18):
     assert encoder.mean.item() == pytest.approx(sum(IMAGENET_MEAN) / 3)
 
 
+def test_any_torchvision_backbone_loads_its_cached_weights_grey(tmp_path, monkeypatch):
+    """mobilenet_v3_small (not a ResNet): the cached state dict is loaded, its first
+    convolution summed over RGB for grey input, ImageNet's statistics averaged."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    path = weights_file(torchvision.models.MobileNet_V3_Small_Weights.IMAGENET1K_V1)
+    path.parent.mkdir(parents=True)
+    torch.manual_seed(7)
+    state = torchvision.models.mobilenet_v3_small(weights=None).state_dict()
+    torch.save(state, path)
+    encoder = build_encoder("mobilenet_v3_small", 1, 8, 32, pretrained="imagenet")
+    got = encoder.backbone.state_dict()
+    expected_first = state["features.0.0.weight"].sum(dim=1, keepdim=True)
+    assert torch.equal(got["features.0.0.weight"], expected_first)
+    assert torch.equal(got["classifier.0.weight"], state["classifier.0.weight"])
+    assert "classifier.3.weight" not in got  # the ImageNet layer is gone
+    assert encoder.feature_dim == 1024
+    assert encoder.mean.item() == pytest.approx(sum(IMAGENET_MEAN) / 3)
+
+
 def test_random_init_keeps_the_half_normalisation():
     encoder = build_encoder("resnet18", 3, 32, 32)
     assert encoder.mean.flatten().tolist() == [0.5] * 3
 
 
-def test_missing_weights_offline_say_where_torchvision_looks(tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    ("name", "filename"),
+    [
+        ("resnet34", "resnet34-b627a593.pth"),
+        ("mobilenet_v3_small", "mobilenet_v3_small-047dcff4.pth"),
+    ],
+)
+def test_missing_weights_offline_say_where_torchvision_looks(name, filename, tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))
 
     def offline(url, dst, *args, **kwargs):
@@ -70,9 +96,9 @@ def test_missing_weights_offline_say_where_torchvision_looks(tmp_path, monkeypat
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
     with pytest.raises(FileNotFoundError) as info:
-        build_encoder("resnet34", 3, 32, 32, pretrained="imagenet")
+        build_encoder(name, 3, 32, 32, pretrained="imagenet")
     message = str(info.value)
-    where = tmp_path / "empty" / "hub" / "checkpoints" / "resnet34-b627a593.pth"
+    where = tmp_path / "empty" / "hub" / "checkpoints" / filename
     assert str(where) in message and "TORCH_HOME" in message and "pretrained=none" in message
 
 

@@ -133,3 +133,60 @@ def test_same_seed_gives_identical_loss_and_other_seed_differs(
     assert again.metrics["train/loss"] == reference
     assert _final_loss(again.run_id) == _final_loss(tiny_pretrain_run.run_id)
     assert other.metrics["train/loss"] != reference
+
+
+def test_a_torchvision_backbone_trains_and_is_logged_end_to_end(fresh_experiment):
+    """encoder=mobilenet_v3_small (any torchvision classifier by name) at 32 px, 1 epoch:
+    the run finishes and its logged encoder gives the 1024 features before the classifier."""
+    from eibacl.train.pretrain import pretrain
+    from tests import tiny
+
+    result = pretrain(tiny.pretrain_config(encoder="mobilenet_v3_small", image_size=32, epochs=1))
+    run = MlflowClient().get_run(result.run_id)
+    assert run.info.status == "FINISHED" and run.data.params["encoder"] == "mobilenet_v3_small"
+    assert torch.isfinite(torch.tensor(result.metrics["train/loss"]))
+    logged = tracking.load_encoder(run.data.tags[names.ENCODER_URI_TAG])
+    with torch.no_grad():
+        features = logged(torch.rand(3, 1, 32, 32))
+    assert features.shape == (3, 1024)
+
+
+def test_system_metrics_setting_reaches_the_mlflow_run(fresh_experiment, monkeypatch):
+    """system_metrics=true starts the run with MLflow's system-metrics monitor (the flag
+    is recorded, then dropped: psutil may be absent where the tests run)."""
+    from eibacl.train.pretrain import pretrain
+    from tests import tiny
+
+    monkeypatch.setattr(tracking, "log_encoder", lambda encoder, name="encoder": "skipped")
+    monkeypatch.setattr(
+        tracking, "system_metrics_wanted", lambda setting, device: setting == "true"
+    )
+    seen = []
+    real_start_run = mlflow.start_run
+
+    def start_run(*args, log_system_metrics=None, **kwargs):
+        seen.append(log_system_metrics)
+        return real_start_run(*args, log_system_metrics=False, **kwargs)
+
+    monkeypatch.setattr(mlflow, "start_run", start_run)
+    pretrain(tiny.pretrain_config(epochs=1, system_metrics="true"))
+    pretrain(tiny.pretrain_config(epochs=1, system_metrics="false"))
+    assert seen == [True, False]
+
+
+def test_system_metrics_are_logged_into_the_run(fresh_experiment, monkeypatch):
+    """With psutil installed: the run holds MLflow's system/* metrics."""
+    pytest.importorskip("psutil")
+    from mlflow.system_metrics import set_system_metrics_sampling_interval
+
+    from eibacl.train.pretrain import pretrain
+    from tests import tiny
+
+    monkeypatch.setattr(tracking, "log_encoder", lambda encoder, name="encoder": "skipped")
+    set_system_metrics_sampling_interval(0.2)
+    try:
+        result = pretrain(tiny.pretrain_config(epochs=2, system_metrics="true"))
+    finally:
+        set_system_metrics_sampling_interval(None)
+    metrics = MlflowClient().get_run(result.run_id).data.metrics
+    assert any(key.startswith("system/cpu_utilization") for key in metrics), sorted(metrics)

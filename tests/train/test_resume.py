@@ -24,7 +24,7 @@ def _history(run_id: str, key: str) -> list[tuple[int, float]]:
 
 
 def test_resumed_run_equals_an_uninterrupted_one(tiny_pretrain_config, fresh_experiment):
-    three_epochs = replace(tiny_pretrain_config, epochs=3)
+    three_epochs = replace(tiny_pretrain_config, epochs=3, checkpoint_every=1)
     with pytest.raises(KeyboardInterrupt):
         pretrain(three_epochs, on_epoch=_stop_after(2))
     (interrupted,) = tracking.find_runs("attributes.status != 'FINISHED'")
@@ -107,7 +107,7 @@ def test_a_kill_between_checkpoint_and_metrics_loses_no_step(
     import sys
     from pathlib import Path
 
-    config = replace(tiny_pretrain_config, epochs=3)
+    config = replace(tiny_pretrain_config, epochs=3, checkpoint_every=1)
     child = subprocess.run(
         [sys.executable, "-c", KILL_AFTER_CHECKPOINT, json.dumps(dataclasses.asdict(config)), "2"],
         cwd=Path(__file__).resolve().parents[2],
@@ -124,3 +124,100 @@ def test_a_kill_between_checkpoint_and_metrics_loses_no_step(
     assert MlflowClient().get_run(run_id).info.status == "FINISHED"
     for key in ("train/loss", "train/lr", "train/images_per_s", "val/knn_accuracy"):
         assert [s for s, _ in _history(run_id, key)] == [1, 2, 3], key
+
+
+KILL_AT_EPOCH = """
+import json, os, signal, sys
+from eibacl.config import PretrainConfig
+from eibacl.train.pretrain import pretrain
+
+def on_epoch(epoch, metrics):
+    if epoch == int(sys.argv[2]):  # logged, past the last checkpoint
+        os.kill(os.getpid(), signal.SIGKILL)
+
+pretrain(PretrainConfig(**json.loads(sys.argv[1])), on_epoch=on_epoch)
+"""
+
+
+def _run_child(script: str, config, *args: str):
+    import dataclasses
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    return subprocess.run(
+        [sys.executable, "-c", script, json.dumps(dataclasses.asdict(config)), *args],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def _checkpoint_epoch(run_id: str) -> int:
+    from eibacl.train.checkpoint import load_checkpoint
+
+    return load_checkpoint(tracking.download(run_id, "checkpoints/last.pt"))["epoch"]
+
+
+def test_kill_9_past_a_sparse_checkpoint_resumes_bit_identical(
+    tiny_pretrain_config, fresh_experiment, monkeypatch
+):
+    """checkpoint_every=3, 6 epochs, kill -9 after epoch 5: the run resumes from epoch 3,
+    trains 4-5 again without logging them twice, and ends with the weights and metrics
+    of an uninterrupted run."""
+    import signal
+
+    import torch
+
+    config = replace(tiny_pretrain_config, epochs=6, checkpoint_every=3)
+    child = _run_child(KILL_AT_EPOCH, config, "5")
+    assert child.returncode == -signal.SIGKILL, child.stderr[-2000:]
+    (killed,) = tracking.find_runs("attributes.status = 'RUNNING'")
+    run_id = killed.info.run_id
+    assert [s for s, _ in _history(run_id, "train/loss")] == [1, 2, 3, 4, 5]
+    assert _checkpoint_epoch(run_id) == 3  # not 4 or 5: only every 3 epochs
+
+    resumed = pretrain(replace(tiny_pretrain_config, resume=run_id))
+    assert MlflowClient().get_run(run_id).info.status == "FINISHED"
+    assert _checkpoint_epoch(run_id) == 6  # the last epoch is always checkpointed
+    monkeypatch.setattr(tracking, "log_encoder", lambda encoder, name="encoder": "skipped")
+    reference = pretrain(config)
+    for key in ("train/loss", "train/lr", "val/knn_accuracy"):
+        assert _history(run_id, key) == _history(reference.run_id, key), key
+    got, expected = resumed.network.state_dict(), reference.network.state_dict()
+    assert got.keys() == expected.keys()
+    for name, tensor in expected.items():
+        assert torch.equal(got[name], tensor), name
+
+
+def test_sigterm_finishes_the_epoch_checkpoints_it_and_stops(
+    tiny_pretrain_config, fresh_experiment
+):
+    """SIGTERM during epoch 2 (sent at the end of epoch 1) with no checkpoint due before
+    epoch 4: epoch 2 is finished, checkpointed and logged, the run ends KILLED, and it
+    resumes to the end."""
+    import os
+    import signal
+
+    from eibacl.cli import Terminated
+
+    def terminate_after_first(epoch: int, metrics: dict[str, float]) -> None:
+        if epoch == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    before = signal.getsignal(signal.SIGTERM)
+    config = replace(tiny_pretrain_config, epochs=4, checkpoint_every=10)
+    with pytest.raises(Terminated, match="after epoch 2"):
+        pretrain(config, on_epoch=terminate_after_first)
+    assert signal.getsignal(signal.SIGTERM) is before  # the loop's handler is gone
+    (stopped,) = tracking.find_runs("attributes.status != 'FINISHED'")
+    run_id = stopped.info.run_id
+    assert stopped.info.status == "KILLED"
+    assert [s for s, _ in _history(run_id, "train/loss")] == [1, 2]
+    assert _checkpoint_epoch(run_id) == 2
+
+    pretrain(replace(tiny_pretrain_config, resume=run_id))
+    assert MlflowClient().get_run(run_id).info.status == "FINISHED"
+    assert [s for s, _ in _history(run_id, "train/loss")] == [1, 2, 3, 4]
