@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from eibacl.config import GenerateConfig
+from eibacl.device import resolve_device
 from eibacl.generate.backend import mix_rows, validate_img2img_inputs, validate_strength
 from eibacl.generate.textual_inversion import (
     PROMPT_TEMPLATE,
@@ -168,12 +169,6 @@ def resolve_sd_model(sd_model: str) -> tuple[Path, str | None]:
     if missing:
         raise _weights_error(sd_model, f"{where} is incomplete; missing: {', '.join(missing)}.")
     return folder, variant
-
-
-def _resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def _resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
@@ -316,7 +311,7 @@ class StableDiffusionBackend:
         the full denoising schedule, of which img2img runs the share ``strength``.
         """
         folder, variant = resolve_sd_model(sd_model)
-        dev = _resolve_device(device)
+        dev = resolve_device(device)
         torch_dtype = _resolve_dtype(dtype, dev)
         from diffusers import StableDiffusionImg2ImgPipeline
 
