@@ -1,8 +1,9 @@
 """Stable Diffusion 1.x generator backend (DA-Fusion) on diffusers.
 
-``StableDiffusionBackend`` learns one textual-inversion token per class (``fit``) and makes
-variants of real images with SDEdit image-to-image (``img2img``) conditioned on
-"a photo of a <class-k>", or on a weighted mix of several classes' prompt embeddings (near-OOD).
+``StableDiffusionBackend`` learns one textual-inversion token per class, all in one loop
+(``fit``), and makes variants of real images with SDEdit image-to-image (``img2img``)
+conditioned on "a photo of a <class-k>", or on a weighted mix of several classes' prompt
+embeddings (near-OOD).
 
 Choices worth knowing:
 
@@ -45,6 +46,8 @@ from eibacl.device import resolve_device
 from eibacl.generate.backend import mix_rows, validate_img2img_inputs, validate_strength
 from eibacl.generate.textual_inversion import (
     PROMPT_TEMPLATE,
+    TI_BATCH_SIZE,
+    TI_LR,
     load_into,
     pipeline_resolution,
     save_embeddings,
@@ -229,8 +232,8 @@ class SDSettings:
     resolution: int | None = None
     inference_steps: int = GenerateConfig.inference_steps
     ti_steps: int = GenerateConfig.ti_steps
-    ti_lr: float = 5e-4
-    ti_batch_size: int = 4
+    ti_lr: float = TI_LR
+    ti_batch_size: int = TI_BATCH_SIZE
     num_vectors: int = 1
     init_word: str = "object"
     seed: int = 0
@@ -275,7 +278,8 @@ class StableDiffusionBackend:
         self.class_names: list[str] = []
         self.class_tokens: list[str] = []
         self.embeddings: dict[str, torch.Tensor] = {}
-        self.ti_losses: list[list[float]] = []
+        self.ti_losses: list[float] = []
+        self.ti_stats: dict[str, float] = {}
         self._cond: torch.Tensor | None = None
         self._uncond: torch.Tensor | None = None
         self._inpaint: Any = None
@@ -291,8 +295,8 @@ class StableDiffusionBackend:
         device: str = "auto",
         dtype: str | torch.dtype | None = None,
         ti_steps: int = GenerateConfig.ti_steps,
-        ti_lr: float = 5e-4,
-        ti_batch_size: int = 4,
+        ti_lr: float = TI_LR,
+        ti_batch_size: int = TI_BATCH_SIZE,
         num_vectors: int = 1,
         init_word: str = "object",
         resolution: int | None = None,
@@ -307,8 +311,8 @@ class StableDiffusionBackend:
         CPU. ``attention_slicing`` trades speed for memory on small GPUs; off by default:
         with PyTorch's SDPA attention it made SD 1.x img2img 2.6x slower on an H200 (fp16,
         512 px, batch 8) for the same peak memory (bench/bench_sd.py --full).
-        ``ti_steps`` are textual-inversion steps per class; ``inference_steps`` the length of
-        the full denoising schedule, of which img2img runs the share ``strength``.
+        ``ti_steps`` are textual-inversion steps (all classes in one loop); ``inference_steps``
+        the length of the full denoising schedule, of which img2img runs the share ``strength``.
         """
         folder, variant = resolve_sd_model(sd_model)
         dev = resolve_device(device)
@@ -356,8 +360,11 @@ class StableDiffusionBackend:
         class_names: list[str],
         *,
         progress: bool = True,
+        masks: torch.Tensor | None = None,
     ) -> None:
-        """Textual inversion: one new token per class, ``ti_steps`` steps each."""
+        """Textual inversion: every class token in one loop of ``ti_steps`` steps. Give the
+        images at :attr:`resolution` (they are resized otherwise) and, for an inpainting
+        UNet, the masks the variants will be inpainted with."""
         s = self.settings
         result = train_textual_inversion(
             self.pipe,
@@ -372,11 +379,19 @@ class StableDiffusionBackend:
             seed=s.seed,
             progress=progress,
             resolution=self.resolution,
+            masks=masks,
         )
         self.class_names = list(class_names)
         self.class_tokens = result.class_tokens
         self.embeddings = result.embeddings
         self.ti_losses = result.losses
+        self.ti_stats = {
+            "ti/steps": float(len(result.losses)),
+            "ti/micro_batches": float(result.micro_batches),
+            "ti/seconds": result.seconds,
+            "ti/steps_per_s": result.steps_per_s,
+            "ti/encode_seconds": result.encode_seconds,
+        }
         self._cond = self._uncond = None
 
     # ------------------------------------------------------------------ generation
@@ -498,6 +513,7 @@ class StableDiffusionBackend:
             "class_names": self.class_names,
             "class_tokens": self.class_tokens,
             "ti_losses": self.ti_losses,
+            "ti_stats": self.ti_stats,
             "fingerprint": self.fingerprint(),
         }
         (directory / SETTINGS_FILE).write_text(json.dumps(meta, indent=2))
@@ -539,6 +555,7 @@ class StableDiffusionBackend:
         backend.class_names = list(meta["class_names"])
         backend.class_tokens = tokens
         backend.ti_losses = meta.get("ti_losses", [])
+        backend.ti_stats = meta.get("ti_stats", {})
         return backend
 
     def fingerprint(self) -> str:
