@@ -193,6 +193,30 @@ def _resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> tor
     return names[dtype]
 
 
+def sd_geometry(sd_model: str) -> tuple[int, int]:
+    """(native resolution, UNet input channels) of an SD folder, read from its config files
+    without loading weights: sample size x VAE downsampling; 9 channels = inpainting."""
+    folder, _ = resolve_sd_model(sd_model)
+    unet = json.loads((folder / "unet" / "config.json").read_text())
+    vae = json.loads((folder / "vae" / "config.json").read_text())
+    size = unet.get("sample_size", 64)
+    size = size[0] if isinstance(size, (list, tuple)) else size
+    scale = 2 ** (len(vae.get("block_out_channels", [0] * 4)) - 1)
+    return int(size) * scale, int(unet.get("in_channels", 4))
+
+
+def check_inpainting(sd_model: str, mask_kind: str) -> None:
+    """Masks need an inpainting UNet (9 input channels: latents, mask, masked image)."""
+    channels = sd_geometry(sd_model)[1]
+    if mask_kind != "none" and channels != 9:
+        raise ValueError(
+            f"sd_model={sd_model!r} has a {channels}-channel UNet, not an inpainting one (9), "
+            f"but the data has masks (generator/masks={mask_kind}): give an inpainting "
+            "checkpoint (e.g. a local copy of stable-diffusion-v1-5/stable-diffusion-inpainting) "
+            "or pass -P use_masks=false for plain img2img"
+        )
+
+
 def model_digest(folder: Path) -> str:
     """A cheap content digest of an SD folder: configs in full, weights by size + head + tail.
 

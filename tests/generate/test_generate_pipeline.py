@@ -90,13 +90,13 @@ def test_missing_sd_model_names_the_folder_layout(fresh_experiment, tmp_path):
         generate(config)
 
 
-def test_stable_diffusion_backend_through_the_pipeline(fresh_experiment, tiny_sd_dir):
+def test_stable_diffusion_backend_through_the_pipeline(fresh_experiment, tiny_sd_inpaint_dir):
     config = GenerateRunConfig(
         **(
             TINY
             | {
                 "generator": "stable-diffusion",
-                "sd_model": str(tiny_sd_dir),
+                "sd_model": str(tiny_sd_inpaint_dir),
                 "ti_steps": 2,
                 "num_synthetic": 1,
                 "shots": 2,
