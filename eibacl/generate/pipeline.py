@@ -228,6 +228,7 @@ def reuse_embeddings(config: GenerateConfig, names: list[str], device: torch.dev
             f"classes are {names}: reuse a run with the same in-distribution classes"
         )
     log.info("textual inversion: %d class tokens reused from %s", len(names), spec)
+    backend.ti_stats = {}  # not trained in this run: its ti/* metrics stay with the source run
     return backend
 
 
