@@ -84,12 +84,12 @@ def _sd_folder(mode: str, where: Path) -> Path:
         sys.path.insert(0, str(ROOT / "tests" / "generate"))
         from tiny_sd import build_tiny_sd
 
-        return build_tiny_sd(where / "sd")
+        return build_tiny_sd(where / "sd", inpaint_unet=True)  # the folder has masks
     from bench_sd import _full_pipeline
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.float16 if device.type == "cuda" else torch.float32
-    pipe = _full_pipeline(device, dtype)
+    pipe = _full_pipeline(device, dtype, in_channels=9)  # inpainting UNet: the folder has masks
     pipe.save_pretrained(where / "sd")
     del pipe
     return where / "sd"

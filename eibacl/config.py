@@ -258,11 +258,26 @@ class GenerateConfig:
         "Stable Diffusion 1.x for generator=stable-diffusion: a local diffusers folder "
         "(or a hub id in the local cache).",
     )
-    ti_steps: int = param(1000, "Textual-inversion steps per class (stable-diffusion).")
+    ti_steps: int = param(
+        1000,
+        "Textual-inversion steps, every class token in one loop, each step seeing every class "
+        "(stable-diffusion; DA-Fusion's value).",
+    )
+    ti_vectors: int = param(1, "Embedding vectors per class token (textual inversion).")
+    ti_embeddings: str = param(
+        "",
+        "Reuse the class tokens an earlier generate run learned: runs:/<run id> (its "
+        "generator/ artifact) or that folder; empty = learn them (stable-diffusion).",
+    )
     generator_seed: int = param(
         0, "Seed of generator training and of every variant (independent of the training seed)."
     )
     use_masks: bool = param(True, "Inpaint the object region when the data has masks (SD).")
+    mask_dilation: int = param(
+        8,
+        "Pixels (at the generator's size) the object mask grows by on each side before "
+        "inpainting (DA-Fusion: a 16 px maximum filter at 512 px).",
+    )
     generator_size: int = param(
         32,
         "Side in pixels the embedded ddpm works at: images are resized down to it, variants "
@@ -282,6 +297,14 @@ class GenerateConfig:
         _require(self.guidance_scale >= 0, "guidance_scale", self.guidance_scale, "use >= 0")
         _require(self.generator_steps >= 1, "generator_steps", self.generator_steps, "use >= 1")
         _require(self.inference_steps >= 1, "inference_steps", self.inference_steps, "use >= 1")
+        _require(self.ti_steps >= 0, "ti_steps", self.ti_steps, "use >= 0")
+        _require(
+            self.ti_vectors >= 1,
+            "ti_vectors",
+            self.ti_vectors,
+            "a class token needs at least 1 vector: use -P ti_vectors=1 (DA-Fusion's) or more",
+        )
+        _require(self.mask_dilation >= 0, "mask_dilation", self.mask_dilation, "use >= 0 pixels")
         _require(
             self.generator_size == 0 or (self.generator_size >= 8 and self.generator_size % 4 == 0),
             "generator_size",

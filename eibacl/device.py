@@ -15,9 +15,12 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def autocast(device: torch.device) -> contextlib.AbstractContextManager:
+def autocast(
+    device: torch.device, dtype: torch.dtype = torch.bfloat16
+) -> contextlib.AbstractContextManager:
+    """Mixed precision on CUDA only (bf16 unless `dtype` says otherwise); a no-op elsewhere."""
     if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+        return torch.autocast("cuda", dtype=dtype)
     return contextlib.nullcontext()
 
 

@@ -96,51 +96,83 @@ def _read_manifest(root: Path, manifest: Path) -> list[dict[str, str]]:
 
 def load_image(path: Path, mask_path: Path | None, size: int) -> np.ndarray:
     """Decode one image (RGB uint8 H x W x 3), masked, cropped to the object and resized."""
-    if not path.is_file():
-        raise CorruptImageError(f"image {path} does not exist", "missing file")
-    try:
-        with Image.open(path) as handle:
-            image = handle.convert("RGB")
-    except _DECODE_ERRORS as exc:
-        raise CorruptImageError(
-            f"cannot read image {path} ({exc}); replace or delete the file, or pass "
-            "-P skip_corrupt=true to skip unreadable images",
-            f"unreadable image ({exc})",
-        ) from exc
+    return load_image_and_mask(path, mask_path, size)[0]
+
+
+def load_image_and_mask(
+    path: Path, mask_path: Path | None, size: int
+) -> tuple[np.ndarray, np.ndarray | None, int]:
+    """`load_image`, plus the mask transformed with its image (cropped, padded, resized
+    nearest; bool size x size, None without a mask file) and the side of the square crop
+    in the file's own pixels (what `size` resizes from)."""
+    image = _open(path, "RGB", "image", "images")
+    mask = None
     if mask_path is not None:
-        try:
-            with Image.open(mask_path) as handle:
-                mask = handle.convert("L")
-        except _DECODE_ERRORS as exc:
-            raise CorruptImageError(
-                f"cannot read mask {mask_path} ({exc}); replace or delete the mask, or pass "
-                "-P skip_corrupt=true to skip images with unreadable masks",
-                f"unreadable mask {mask_path.name} ({exc})",
-            ) from exc
+        mask = _open(mask_path, "L", "mask", "images with unreadable masks")
         if mask.size != image.size:
             raise ValueError(
                 f"mask {mask_path} is {mask.size[0]}x{mask.size[1]} but its image {path} is "
                 f"{image.size[0]}x{image.size[1]}: masks must have their image's size"
             )
-        image = apply_mask(np.asarray(image), np.asarray(mask) > 0)
+        mask = np.asarray(mask) > 0
+        box = mask_box(mask)
+        image = crop(np.asarray(image) * mask[..., None], box)
+        mask = crop(mask, box)
     else:
         image = np.asarray(image)
     square = pad_to_square(image)
     resized = Image.fromarray(square).resize((size, size), Image.Resampling.BILINEAR)
-    return np.asarray(resized)
+    if mask is not None:
+        mask_square = pad_to_square(mask[..., None].astype(np.uint8))[..., 0]
+        mask = np.asarray(
+            Image.fromarray(mask_square).resize((size, size), Image.Resampling.NEAREST)
+        ).astype(bool)
+    return np.asarray(resized), mask, square.shape[0]
+
+
+def _open(path: Path, mode: str, what: str, skipped: str) -> Image.Image:
+    if not path.is_file():
+        raise CorruptImageError(f"{what} {path} does not exist", "missing file")
+    try:
+        with Image.open(path) as handle:
+            return handle.convert(mode)
+    except _DECODE_ERRORS as exc:
+        if what == "image":
+            raise CorruptImageError(
+                f"cannot read image {path} ({exc}); replace or delete the file, or pass "
+                "-P skip_corrupt=true to skip unreadable images",
+                f"unreadable image ({exc})",
+            ) from exc
+        raise CorruptImageError(
+            f"cannot read mask {path} ({exc}); replace or delete the mask, or pass "
+            f"-P skip_corrupt=true to skip {skipped}",
+            f"unreadable mask {path.name} ({exc})",
+        ) from exc
 
 
 def apply_mask(image: np.ndarray, mask: np.ndarray, margin: float = MASK_MARGIN) -> np.ndarray:
     """Black background, cropped to the mask's bounding box grown by `margin` of its size."""
+    return crop(image * mask[..., None], mask_box(mask, margin))
+
+
+def mask_box(mask: np.ndarray, margin: float = MASK_MARGIN) -> tuple[int, int, int, int] | None:
+    """(top, bottom, left, right) of the mask's bounding box grown by `margin` of its size,
+    clipped to the image; None for an empty mask (the image is kept whole, all black)."""
     if not mask.any():
-        return image * 0
-    image = image * mask[..., None]
+        return None
     rows, cols = np.where(mask)
     top, bottom, left, right = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
     dy, dx = int((bottom - top) * margin), int((right - left) * margin)
     top, left = max(0, top - dy), max(0, left - dx)
     bottom, right = min(mask.shape[0], bottom + dy), min(mask.shape[1], right + dx)
-    return np.ascontiguousarray(image[top:bottom, left:right])
+    return int(top), int(bottom), int(left), int(right)
+
+
+def crop(array: np.ndarray, box: tuple[int, int, int, int] | None) -> np.ndarray:
+    if box is None:
+        return array
+    top, bottom, left, right = box
+    return np.ascontiguousarray(array[top:bottom, left:right])
 
 
 def pad_to_square(image: np.ndarray) -> np.ndarray:

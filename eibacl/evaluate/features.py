@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 
 import torch
 from torch import nn
+
+from eibacl.device import autocast
 
 
 def _identity(x: torch.Tensor) -> torch.Tensor:
@@ -41,16 +42,12 @@ def extract_features(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     dev = torch.device(device)
     norm = normalize_fn or _identity
-    autocast = (
-        torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-        if dev.type == "cuda"
-        else contextlib.nullcontext()
-    )
+    mixed = autocast(dev)
     was_training = encoder.training
     encoder.eval()
     outputs: list[torch.Tensor] = []
     try:
-        with torch.inference_mode(), autocast:
+        with torch.inference_mode(), mixed:
             for start in range(0, images_uint8.shape[0], batch_size):
                 batch = images_uint8[start : start + batch_size].to(dev, non_blocking=True)
                 x = norm(batch.float().div_(255.0))

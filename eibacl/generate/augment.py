@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from eibacl.data.resize import resize_uint8
 from eibacl.generate.backend import GeneratorBackend, validate_strength
 from eibacl.generate.recipes import (
     ID,
@@ -62,6 +63,7 @@ def generation_settings(
     seed: int,
     use_masks: bool = False,
     recipe_params: RecipeParams | None = None,
+    sources: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The settings dict that, with data, split and backend fingerprints, keys a set.
 
@@ -71,6 +73,8 @@ def generation_settings(
     extra = {}
     if any(resolve_recipe(spec)[0].name == "extrapolate" for spec in near_ood_recipes):
         extra["extrapolate_factor"] = float(params.extrapolate_factor)
+    if sources is not None:  # how the generator's inputs were made (SD: its own size)
+        extra["sources"] = dict(sources)
     return extra | {
         "version": SETTINGS_VERSION,
         "num_synthetic": int(num_synthetic),
@@ -259,6 +263,8 @@ def generate_synthetic_set(
     key: SyntheticSetKey | None = None,
     across_ranks: bool = False,
     recipe_params: RecipeParams | None = None,
+    sources: dict[str, Any] | None = None,
+    output_size: int | None = None,
 ) -> Path:
     """Make (or finish, or reuse) the synthetic set of ``images`` in ``out_dir``.
 
@@ -267,6 +273,9 @@ def generate_synthetic_set(
     batched together; variants already on disk are skipped, and a complete set is returned
     untouched. Returns ``out_dir``. With ``across_ranks`` every rank of a torchrun group
     must call this: the batches are shared out (see `_generate_across_ranks`).
+    ``output_size``: the side variants are resized to before they are written (the run's
+    image size, when the generator reads larger sources); ``sources`` describes those
+    sources in the set's settings.
     """
     labels = torch.as_tensor(labels, dtype=torch.int64)
     source_ids = [str(s) for s in source_ids]
@@ -294,6 +303,7 @@ def generate_synthetic_set(
             seed=seed,
             use_masks=masks is not None,
             recipe_params=recipe_params,
+            sources=sources,
         ),
         "backend": backend.name,
         "model_fingerprint": fingerprint,
@@ -331,6 +341,7 @@ def generate_synthetic_set(
                 guidance_scale,
                 batch_size,
                 progress,
+                output_size,
             )
     with SyntheticSetWriter(out_dir, settings) as writer:
         done = writer.done_ids
@@ -345,7 +356,9 @@ def generate_synthetic_set(
         )
         try:
             for strength, chunk in _batches(pending, batch_size):
-                _render(backend, images, masks, chunk, strength, guidance_scale, writer)
+                _render(
+                    backend, images, masks, chunk, strength, guidance_scale, writer, output_size
+                )
                 bar.update(len(chunk))
         finally:
             bar.close()
@@ -361,6 +374,7 @@ def _render(
     strength: float,
     guidance_scale: float,
     writer: SyntheticSetWriter,
+    output_size: int | None = None,
 ) -> None:
     """Make one batch of variants (all at one strength) and write each with its row."""
     index = torch.tensor([t.source_index for t in chunk])
@@ -382,6 +396,8 @@ def _render(
         masks=None if masks is None else masks[index],
         **extra,
     )
+    if output_size is not None:
+        out = resize_uint8(out, output_size)  # as real images are brought to image_size
     for task, image in zip(chunk, out):
         writer.write(task.row, image)
 
@@ -408,6 +424,7 @@ def _generate_across_ranks(
     guidance_scale: float,
     batch_size: int,
     progress: bool,
+    output_size: int | None = None,
 ) -> Path:
     """Rank k makes batches k, k+n, k+2n, ... of the single-process batches (the same
     images in the same batches, so the same pixels) into ``<out_dir>.shards/rank-k-of-n``;
@@ -437,7 +454,9 @@ def _generate_across_ranks(
             for strength, chunk in todo:
                 if not chunk:
                     continue
-                _render(backend, images, masks, chunk, strength, guidance_scale, writer)
+                _render(
+                    backend, images, masks, chunk, strength, guidance_scale, writer, output_size
+                )
                 bar.update(len(chunk))
         finally:
             bar.close()

@@ -15,13 +15,11 @@ from its own seeded generator, so its output does not depend on the rest of the 
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
 import math
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +29,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from eibacl.device import autocast
 from eibacl.generate.backend import mix_rows, validate_img2img_inputs, validate_strength
+from eibacl.train.schedule import warmup_cosine_factor
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -207,14 +207,6 @@ class DDPMBackend:
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.model.parameters())
 
-    @contextlib.contextmanager
-    def _autocast(self) -> Iterator[None]:
-        if self.device.type == "cuda":
-            with torch.autocast("cuda", dtype=torch.bfloat16):
-                yield
-        else:
-            yield
-
     def _check_images(self, images: torch.Tensor) -> None:
         c, s = self.config.channels, self.config.image_size
         if images.dtype != torch.uint8 or tuple(images.shape[1:]) != (c, s, s):
@@ -276,9 +268,9 @@ class DDPMBackend:
             for step in range(cfg.train_steps):
                 elapsed = time.perf_counter() - start
                 done = max(step / max(cfg.train_steps, 1), elapsed / budget_s)
-                warm = min(1.0, (step + 1) / max(cfg.warmup_steps, 1))
+                factor = warmup_cosine_factor(step, cfg.warmup_steps, cfg.train_steps, done)
                 for group in opt.param_groups:
-                    group["lr"] = cfg.lr * warm * 0.5 * (1.0 + math.cos(math.pi * min(done, 1.0)))
+                    group["lr"] = cfg.lr * factor
                 batch_size = min(cfg.batch_size, n)
                 if cursor + batch_size > n:
                     order, cursor = torch.randperm(n, generator=gen), 0
@@ -295,7 +287,7 @@ class DDPMBackend:
                 t = torch.randint(0, cfg.num_train_timesteps, (batch_size,), generator=gen)
                 t = t.to(self.device)
                 noisy = train_sched.add_noise(x0, noise, t)
-                with self._autocast():
+                with autocast(self.device):
                     pred = model(noisy, t, model.class_embedding(y))
                 loss = F.mse_loss(pred.float(), noise)
                 if not torch.isfinite(loss):
@@ -411,7 +403,7 @@ class DDPMBackend:
         for i, t in enumerate(timesteps):
             model_in = torch.cat([x, x]) if use_cfg else x
             t_batch = torch.full((model_in.shape[0],), int(t), device=self.device)
-            with self._autocast():
+            with autocast(self.device):
                 pred = self.model(model_in, t_batch, emb).float()
             if use_cfg:
                 pred_c, pred_u = pred.chunk(2)

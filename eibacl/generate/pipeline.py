@@ -38,6 +38,7 @@ from eibacl.generate.augment import (
 )
 from eibacl.generate.backend import GeneratorBackend
 from eibacl.generate.estimate import PROBE_STEPS, estimate_fit_seconds
+from eibacl.generate.generator_inputs import GeneratorInputs, load_generator_inputs
 from eibacl.generate.grids import near_ood_grid_figure, variants_grid_figure
 from eibacl.generate.judge import (
     JUDGE_FILE,
@@ -59,6 +60,7 @@ QUALITY_FILE = "quality.json"
 SAMPLES_DIR = "samples"
 # Generator settings that change the trained model (the rest only change sampling).
 GENERATOR_FIELDS = ("generator", "generator_steps", "sd_model", "ti_steps", "generator_seed")
+SD_FIELDS = ("ti_vectors", "ti_embeddings", "use_masks", "mask_dilation")
 
 
 @dataclass
@@ -72,6 +74,18 @@ class GenerateResult:
     generator_dir: Path
     generator_reused: bool
     run_id: str | None = None
+    inputs: GeneratorInputs | None = None
+
+    def generator_metrics(self) -> dict[str, float]:
+        """What the generator was given, and (when trained now) how its training went."""
+        metrics: dict[str, float] = {}
+        if self.inputs is not None:
+            metrics["generator/source_px"] = float(self.inputs.source_px)
+            metrics["generator/source_native_px"] = float(self.inputs.native_px)
+            metrics["generator/unmasked"] = float(self.inputs.unmasked)
+        if not self.generator_reused:
+            metrics |= dict(getattr(self.backend, "ti_stats", {}) or {})
+        return metrics
 
 
 def generator_key(config: GenerateConfig, data: TrainingData) -> str:
@@ -86,6 +100,8 @@ def generator_key(config: GenerateConfig, data: TrainingData) -> str:
     size = _work_size(config, data)
     if size != data.imageset.image_size:  # keys of generators at the image size unchanged
         parts["generator_size"] = size
+    if config.generator == "stable-diffusion":  # v2: sources at its size, one TI loop
+        parts |= {f: getattr(config, f) for f in SD_FIELDS} | {"inputs": 2}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -95,10 +111,27 @@ def generator_dir(config: GenerateConfig, data: TrainingData) -> Path:
 
 
 def _work_size(config: GenerateConfig, data: TrainingData) -> int:
-    """The side the generator works at (the embedded ddpm only; SD keeps its own)."""
+    """The side the embedded ddpm works at (image_size for SD, which reads its own inputs)."""
     if config.generator != "ddpm":
         return data.imageset.image_size
     return generator_size(config.generator_size, data.imageset.image_size)
+
+
+def generator_inputs(config: GenerateConfig, data: TrainingData) -> GeneratorInputs:
+    """What the generator reads. SD: the source crops at its resolution with their masks
+    (`generator_inputs`); the embedded ddpm: the training images, resized down to
+    `generator_size` by its wrapper (it never works above image_size, so never upsamples)."""
+    if config.generator == "ddpm":
+        size = _work_size(config, data)
+        return GeneratorInputs(data.train_x, None, "none", size, data.imageset.image_size)
+    from eibacl.generate.stable_diffusion import sd_geometry
+
+    return load_generator_inputs(
+        data,
+        sd_geometry(config.sd_model)[0],
+        use_masks=config.use_masks,
+        mask_dilation=config.mask_dilation,
+    )
 
 
 def _resized(backend: Any, config: GenerateConfig, data: TrainingData) -> Any:
@@ -127,15 +160,21 @@ def make_backend(config: GenerateConfig, data: TrainingData, device: torch.devic
         config.sd_model,
         device=str(device),
         ti_steps=config.ti_steps,
+        num_vectors=config.ti_vectors,
         seed=config.generator_seed,
         inference_steps=config.inference_steps,
     )
 
 
 def load_or_train_generator(
-    config: GenerateConfig, data: TrainingData, device: torch.device, progress: bool
+    config: GenerateConfig,
+    data: TrainingData,
+    device: torch.device,
+    progress: bool,
+    inputs: GeneratorInputs | None = None,
 ) -> tuple[GeneratorBackend, Path, bool]:
-    """The trained generator from the cache, or trained now (only on the training split)."""
+    """The trained generator from the cache, or trained now (only on the training split);
+    with `ti_embeddings` the class tokens of an earlier run instead of training them."""
     folder = generator_dir(config, data)
     backend_cls = backend_class(config)
     if (folder / "COMPLETE").is_file():
@@ -143,11 +182,57 @@ def load_or_train_generator(
         if config.generator == "stable-diffusion":
             kwargs["sd_model"] = config.sd_model
         return _resized(backend_cls.load(folder, **kwargs), config, data), folder, True
-    backend = make_backend(config, data, device)
     names = list(data.split.id_classes)
-    if config.generator == "ddpm":
-        say_estimate(config, data, device, names)
-    backend.fit(data.train_x, data.train_y, names, progress=progress)
+    if config.generator == "stable-diffusion" and config.ti_embeddings:
+        backend = reuse_embeddings(config, names, device)
+    else:
+        backend = make_backend(config, data, device)
+        inputs = inputs or generator_inputs(config, data)
+        if config.generator == "ddpm":
+            say_estimate(config, data, device, names)
+            backend.fit(inputs.images, data.train_y, names, progress=progress)
+        else:
+            backend.fit(inputs.images, data.train_y, names, progress=progress, masks=inputs.masks)
+    _save_generator(backend, folder, config)
+    return backend, folder, False
+
+
+def reuse_embeddings(config: GenerateConfig, names: list[str], device: torch.device) -> Any:
+    """The SD backend with the class tokens of `ti_embeddings` (runs:/<run id> or a folder
+    holding a saved generator), checked against this run's classes."""
+    from eibacl.generate.stable_diffusion import StableDiffusionBackend
+
+    spec = config.ti_embeddings
+    if spec.startswith("runs:/"):
+        run_id = spec[len("runs:/") :].strip("/").split("/")[0]
+        try:
+            source = tracking.download(run_id, "generator")
+        except Exception as exc:  # noqa: BLE001 - MLflow raises several kinds here
+            raise ValueError(
+                f"ti_embeddings={spec!r}: cannot fetch the generator/ artifact of run {run_id} "
+                f"({type(exc).__name__}): give the run id of a generate run that trained "
+                "Stable Diffusion tokens"
+            ) from exc
+    else:
+        source = Path(spec).expanduser()
+    if not (source / "stable_diffusion.json").is_file():
+        raise ValueError(
+            f"ti_embeddings={spec!r}: {source} holds no saved Stable Diffusion generator "
+            "(stable_diffusion.json): give runs:/<run id> of a generate run with "
+            "generator=stable-diffusion, or its generator/ folder"
+        )
+    backend = StableDiffusionBackend.load(source, sd_model=config.sd_model, device=str(device))
+    if backend.class_names != names:
+        raise ValueError(
+            f"ti_embeddings={spec!r} learned tokens for {backend.class_names}, but this run's "
+            f"classes are {names}: reuse a run with the same in-distribution classes"
+        )
+    log.info("textual inversion: %d class tokens reused from %s", len(names), spec)
+    backend.ti_stats = {}  # not trained in this run: its ti/* metrics stay with the source run
+    return backend
+
+
+def _save_generator(backend: Any, folder: Path, config: GenerateConfig) -> None:
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
@@ -161,7 +246,6 @@ def load_or_train_generator(
             f"could not save the trained generator to {folder} ({exc}): free space or set "
             "EIBACL_CACHE to a writable folder"
         ) from exc
-    return backend, folder, False
 
 
 def say_estimate(
@@ -222,9 +306,18 @@ def set_key(
             seed=config.generator_seed,
             use_masks=_use_masks(config),
             recipe_params=recipe_params(config),
+            sources=sources_settings(config),
         ),
         backend_fingerprint=backend_fingerprint,
     )
+
+
+def sources_settings(config: GenerateConfig) -> dict[str, Any] | None:
+    """How the generator's inputs are made, in the set's key (SD only: the ddpm's sets keep
+    their keys)."""
+    if config.generator != "stable-diffusion":
+        return None
+    return {"version": 2, "mask_dilation": config.mask_dilation}
 
 
 def lookup_synthetic_set(config: GenerateConfig, data: TrainingData) -> Path | None:
@@ -241,11 +334,6 @@ def _use_masks(config: GenerateConfig) -> bool:
     return config.use_masks and config.generator == "stable-diffusion"
 
 
-def object_masks(images: torch.Tensor) -> torch.Tensor:
-    """Objects on a black background (Fashion-MNIST, masked folder data): mask = non-black."""
-    return (images.amax(dim=1, keepdim=True) > 0).to(torch.uint8)
-
-
 def ensure_synthetic_set(
     config: GenerateConfig,
     data: TrainingData,
@@ -256,9 +344,16 @@ def ensure_synthetic_set(
     recipes = parse_recipes(config.near_ood_recipes)
     for recipe in recipes:
         resolve_recipe(recipe)
+    with distributed.primary_first():  # rank 0 writes the crops' cache, the others read it
+        inputs = generator_inputs(config, data)
+    log.info("generate: %s", inputs.describe(data.imageset.image_size))
+    if config.generator == "stable-diffusion":
+        from eibacl.generate.stable_diffusion import check_inpainting
+
+        check_inpainting(config.sd_model, inputs.mask_kind)  # before any training
     with distributed.primary_first():  # torchrun: rank 0 trains it, the others load it
         backend, generator_dir, generator_reused = load_or_train_generator(
-            config, data, device, progress
+            config, data, device, progress, inputs
         )
     key = set_key(config, data, backend.fingerprint())
     folder = key.directory(cache_dir() / "synthetic")
@@ -266,7 +361,7 @@ def ensure_synthetic_set(
     if not reused:
         generate_synthetic_set(
             backend,
-            data.train_x,
+            inputs.images,
             data.train_y,
             data.split.train,
             list(data.split.id_classes),
@@ -278,10 +373,12 @@ def ensure_synthetic_set(
             seed=config.generator_seed,
             out_dir=folder,
             progress=progress,
-            masks=object_masks(data.train_x) if _use_masks(config) else None,
+            masks=inputs.masks if _use_masks(config) else None,
             key=key,
             across_ranks=distributed.world_size() > 1,  # torchrun: each rank a share
             recipe_params=recipe_params(config),
+            sources=sources_settings(config),
+            output_size=data.imageset.image_size,
         )
     synthetic = SyntheticSet.open(folder)
     kinds = synthetic.kinds
@@ -292,7 +389,15 @@ def ensure_synthetic_set(
     with distributed.primary_first():  # rank 0 computes it, the others read it
         quality = _quality(folder, synthetic, data, device)
     return GenerateResult(
-        folder, key.digest, reused, counts, quality, backend, generator_dir, generator_reused
+        folder,
+        key.digest,
+        reused,
+        counts,
+        quality,
+        backend,
+        generator_dir,
+        generator_reused,
+        inputs=inputs,
     )
 
 
@@ -366,17 +471,30 @@ def far_ood_images(data: TrainingData, limit: int = 1000) -> torch.Tensor | None
 
 
 def sample_figures(
-    config: GenerateConfig, data: TrainingData, backend: GeneratorBackend
+    config: GenerateConfig,
+    data: TrainingData,
+    backend: GeneratorBackend,
+    inputs: GeneratorInputs | None = None,
 ) -> dict[str, Any]:
-    """Fresh samples for the eye: one source per class at every strength and recipe."""
+    """Fresh samples for the eye: one source per class at every strength and recipe (made
+    from the generator's inputs, shown at image_size like the set)."""
     names = list(data.split.id_classes)
     first = [int((data.train_y == c).nonzero()[0]) for c in range(len(names))]
     sources = data.train_x[first]
+    given = sources if inputs is None else inputs.images[first]
+    size = data.imageset.image_size
+
+    def vary(rows: slice, weights: torch.Tensor, strength: float, **kw: Any) -> torch.Tensor:
+        out = backend.img2img(
+            given[rows], weights, strength, guidance_scale=config.guidance_scale, **kw
+        )
+        return resize_uint8(out, size)
+
     k = len(names)
     onehot = torch.eye(k)
     seeds = list(range(len(first)))
     by_strength = {
-        s: backend.img2img(sources, onehot, s, guidance_scale=config.guidance_scale, seeds=seeds)
+        s: vary(slice(None), onehot, s, seeds=seeds)
         for s in sorted(set(strength_list(config.strength)) | {1.0})
     }
     figures = {
@@ -392,16 +510,7 @@ def sample_figures(
             weights, value = recipe.build(c, k, rng, strength=strength, params=params)
             negative = recipe.negative_weights(c, k)
             extra = {} if negative is None else {"negative_weights": negative[None]}
-            variants.append(
-                backend.img2img(
-                    sources[c : c + 1],
-                    weights[None],
-                    value,
-                    guidance_scale=config.guidance_scale,
-                    seeds=[c],
-                    **extra,
-                )
-            )
+            variants.append(vary(slice(c, c + 1), weights[None], value, seeds=[c], **extra))
         by_recipe[spec] = torch.cat(variants)
     if by_recipe:
         figures["samples/near_ood_by_recipe.png"] = near_ood_grid_figure(
@@ -416,7 +525,7 @@ def sample_grids(config: GenerateConfig, data: TrainingData, result: GenerateRes
     folder = result.set_dir / SAMPLES_DIR
     if not (folder / "COMPLETE").is_file():
         folder.mkdir(exist_ok=True)
-        for path, figure in sample_figures(config, data, result.backend).items():
+        for path, figure in sample_figures(config, data, result.backend, result.inputs).items():
             figure.savefig(folder / Path(path).name, dpi=100, bbox_inches="tight")
         (folder / "COMPLETE").write_text("")
     return folder
@@ -455,8 +564,11 @@ def generate(config: GenerateRunConfig, nested: bool = False) -> GenerateResult:
                 "synthetic/reused": float(result.reused),
                 "generate/seconds": time.perf_counter() - start,
             }
+            | result.generator_metrics()
             | result.quality
         )
+        if result.inputs is not None:
+            tracking.set_tags({"generator/masks": result.inputs.mask_kind})
         tracking.log_artifact(result.set_dir / "manifest.csv", "synthetic_set")
         tracking.log_artifact(result.set_dir / "settings.json", "synthetic_set")
         if not result.generator_reused:

@@ -1,8 +1,9 @@
 """Stable Diffusion 1.x generator backend (DA-Fusion) on diffusers.
 
-``StableDiffusionBackend`` learns one textual-inversion token per class (``fit``) and makes
-variants of real images with SDEdit image-to-image (``img2img``) conditioned on
-"a photo of a <class-k>", or on a weighted mix of several classes' prompt embeddings (near-OOD).
+``StableDiffusionBackend`` learns one textual-inversion token per class, all in one loop
+(``fit``), and makes variants of real images with SDEdit image-to-image (``img2img``)
+conditioned on "a photo of a <class-k>", or on a weighted mix of several classes' prompt
+embeddings (near-OOD).
 
 Choices worth knowing:
 
@@ -41,9 +42,12 @@ import torch
 import torch.nn.functional as F
 
 from eibacl.config import GenerateConfig
+from eibacl.device import resolve_device
 from eibacl.generate.backend import mix_rows, validate_img2img_inputs, validate_strength
 from eibacl.generate.textual_inversion import (
     PROMPT_TEMPLATE,
+    TI_BATCH_SIZE,
+    TI_LR,
     load_into,
     pipeline_resolution,
     save_embeddings,
@@ -170,12 +174,6 @@ def resolve_sd_model(sd_model: str) -> tuple[Path, str | None]:
     return folder, variant
 
 
-def _resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def _resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
     if dtype is None or dtype == "auto":
         return torch.float16 if device.type == "cuda" else torch.float32
@@ -193,6 +191,30 @@ def _resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> tor
     if dtype not in names:
         raise ValueError(f"dtype={dtype!r}: use one of {sorted(names)} or None")
     return names[dtype]
+
+
+def sd_geometry(sd_model: str) -> tuple[int, int]:
+    """(native resolution, UNet input channels) of an SD folder, read from its config files
+    without loading weights: sample size x VAE downsampling; 9 channels = inpainting."""
+    folder, _ = resolve_sd_model(sd_model)
+    unet = json.loads((folder / "unet" / "config.json").read_text())
+    vae = json.loads((folder / "vae" / "config.json").read_text())
+    size = unet.get("sample_size", 64)
+    size = size[0] if isinstance(size, (list, tuple)) else size
+    scale = 2 ** (len(vae.get("block_out_channels", [0] * 4)) - 1)
+    return int(size) * scale, int(unet.get("in_channels", 4))
+
+
+def check_inpainting(sd_model: str, mask_kind: str) -> None:
+    """Masks need an inpainting UNet (9 input channels: latents, mask, masked image)."""
+    channels = sd_geometry(sd_model)[1]
+    if mask_kind != "none" and channels != 9:
+        raise ValueError(
+            f"sd_model={sd_model!r} has a {channels}-channel UNet, not an inpainting one (9), "
+            f"but the data has masks (generator/masks={mask_kind}): give an inpainting "
+            "checkpoint (e.g. a local copy of stable-diffusion-v1-5/stable-diffusion-inpainting) "
+            "or pass -P use_masks=false for plain img2img"
+        )
 
 
 def model_digest(folder: Path) -> str:
@@ -234,8 +256,8 @@ class SDSettings:
     resolution: int | None = None
     inference_steps: int = GenerateConfig.inference_steps
     ti_steps: int = GenerateConfig.ti_steps
-    ti_lr: float = 5e-4
-    ti_batch_size: int = 4
+    ti_lr: float = TI_LR
+    ti_batch_size: int = TI_BATCH_SIZE
     num_vectors: int = 1
     init_word: str = "object"
     seed: int = 0
@@ -280,7 +302,8 @@ class StableDiffusionBackend:
         self.class_names: list[str] = []
         self.class_tokens: list[str] = []
         self.embeddings: dict[str, torch.Tensor] = {}
-        self.ti_losses: list[list[float]] = []
+        self.ti_losses: list[float] = []
+        self.ti_stats: dict[str, float] = {}
         self._cond: torch.Tensor | None = None
         self._uncond: torch.Tensor | None = None
         self._inpaint: Any = None
@@ -296,8 +319,8 @@ class StableDiffusionBackend:
         device: str = "auto",
         dtype: str | torch.dtype | None = None,
         ti_steps: int = GenerateConfig.ti_steps,
-        ti_lr: float = 5e-4,
-        ti_batch_size: int = 4,
+        ti_lr: float = TI_LR,
+        ti_batch_size: int = TI_BATCH_SIZE,
         num_vectors: int = 1,
         init_word: str = "object",
         resolution: int | None = None,
@@ -312,11 +335,11 @@ class StableDiffusionBackend:
         CPU. ``attention_slicing`` trades speed for memory on small GPUs; off by default:
         with PyTorch's SDPA attention it made SD 1.x img2img 2.6x slower on an H200 (fp16,
         512 px, batch 8) for the same peak memory (bench/bench_sd.py --full).
-        ``ti_steps`` are textual-inversion steps per class; ``inference_steps`` the length of
-        the full denoising schedule, of which img2img runs the share ``strength``.
+        ``ti_steps`` are textual-inversion steps (all classes in one loop); ``inference_steps``
+        the length of the full denoising schedule, of which img2img runs the share ``strength``.
         """
         folder, variant = resolve_sd_model(sd_model)
-        dev = _resolve_device(device)
+        dev = resolve_device(device)
         torch_dtype = _resolve_dtype(dtype, dev)
         from diffusers import StableDiffusionImg2ImgPipeline
 
@@ -361,8 +384,11 @@ class StableDiffusionBackend:
         class_names: list[str],
         *,
         progress: bool = True,
+        masks: torch.Tensor | None = None,
     ) -> None:
-        """Textual inversion: one new token per class, ``ti_steps`` steps each."""
+        """Textual inversion: every class token in one loop of ``ti_steps`` steps. Give the
+        images at :attr:`resolution` (they are resized otherwise) and, for an inpainting
+        UNet, the masks the variants will be inpainted with."""
         s = self.settings
         result = train_textual_inversion(
             self.pipe,
@@ -377,11 +403,19 @@ class StableDiffusionBackend:
             seed=s.seed,
             progress=progress,
             resolution=self.resolution,
+            masks=masks,
         )
         self.class_names = list(class_names)
         self.class_tokens = result.class_tokens
         self.embeddings = result.embeddings
         self.ti_losses = result.losses
+        self.ti_stats = {
+            "ti/steps": float(len(result.losses)),
+            "ti/micro_batches": float(result.micro_batches),
+            "ti/seconds": result.seconds,
+            "ti/steps_per_s": result.steps_per_s,
+            "ti/encode_seconds": result.encode_seconds,
+        }
         self._cond = self._uncond = None
 
     # ------------------------------------------------------------------ generation
@@ -503,6 +537,7 @@ class StableDiffusionBackend:
             "class_names": self.class_names,
             "class_tokens": self.class_tokens,
             "ti_losses": self.ti_losses,
+            "ti_stats": self.ti_stats,
             "fingerprint": self.fingerprint(),
         }
         (directory / SETTINGS_FILE).write_text(json.dumps(meta, indent=2))
@@ -544,6 +579,7 @@ class StableDiffusionBackend:
         backend.class_names = list(meta["class_names"])
         backend.class_tokens = tokens
         backend.ti_losses = meta.get("ti_losses", [])
+        backend.ti_stats = meta.get("ti_stats", {})
         return backend
 
     def fingerprint(self) -> str:

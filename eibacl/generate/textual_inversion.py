@@ -1,13 +1,15 @@
 """Textual inversion for Stable Diffusion 1.x: one learned token per class (DA-Fusion).
 
-The recipe follows the diffusers ``textual_inversion`` example, trained class by class as in
-DA-Fusion: a placeholder token ``<class-name>`` (``num_vectors > 1``: ``<name>``, ``<name>_1``,
-...) is added to the tokenizer, the text encoder's token-embedding matrix is resized and the new
-rows are initialised from the embedding of ``init_word``. Everything is frozen except the
-embedding matrix; after every optimiser step all rows but the class's own are copied back from
-a snapshot, so every other embedding stays bit-identical. The loss is the MSE between the UNet's
-prediction and its target (the noise for epsilon prediction, the velocity for v-prediction)
-for VAE latents of the class's training images, conditioned on "a photo of a <token>".
+As DA-Fusion's ``fine_tune.py`` trains it: a placeholder token ``<class-name>``
+(``num_vectors > 1``: ``<name>``, ``<name>_1``, ...) per class is added to the tokenizer, the
+text encoder's token-embedding matrix is resized and the new rows are initialised from the
+embedding of ``init_word``; then *every* class token is trained in one loop, with one
+optimiser over the embedding matrix, on batches that cycle through the classes. Everything
+else is frozen, and after every step all rows but the new tokens' are copied back from a
+snapshot, so every other embedding stays bit-identical. The loss is the MSE between the
+UNet's prediction and its target (the noise for epsilon prediction, the velocity for
+v-prediction) for VAE latents of the training images, conditioned on "a photo of a <token>".
+The latents are encoded once, not at every step.
 
 The learned vectors are saved in the format ``pipe.load_textual_inversion`` reads: one folder
 per class holding ``learned_embeds.safetensors`` = ``{token: tensor(num_vectors, dim)}``, plus a
@@ -18,7 +20,9 @@ per class holding ``learned_embeds.safetensors`` = ``{token: tensor(num_vectors,
 from __future__ import annotations
 
 import json
+import math
 import re
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,9 +32,16 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from eibacl.device import autocast
+
 PROMPT_TEMPLATE = "a photo of a {}"
 EMBEDDINGS_FILE = "learned_embeds.safetensors"
 MANIFEST_FILE = "tokens.json"
+# DA-Fusion's scripts/fine_tuning/fine_tune_*.sh (brandontrabucco/da-fusion): 1000 steps,
+# batch 4, lr 5e-4 constant without warm-up, AdamW weight decay 1e-2, 512 px, fp16.
+TI_STEPS = 1000
+TI_LR = 5e-4
+TI_BATCH_SIZE = 4
 
 
 @dataclass
@@ -40,12 +51,21 @@ class TextualInversionResult:
     ``embeddings`` maps each class's placeholder token to its vectors, shape
     ``(num_vectors, dim)``, float32 on the CPU, in class order (the format
     ``load_textual_inversion`` reads). ``class_tokens[k]`` is the token of class ``k``;
-    ``losses[k]`` the per-step training losses of class ``k``.
+    ``losses[i]`` the loss of optimiser step ``i`` (all classes together), ``micro_batches``
+    how many forward/backward passes the loop made, ``seconds`` its wall time and
+    ``encode_seconds`` that of encoding the latents.
     """
 
     embeddings: dict[str, torch.Tensor]
     class_tokens: list[str]
-    losses: list[list[float]] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)
+    micro_batches: int = 0
+    seconds: float = 0.0
+    encode_seconds: float = 0.0
+
+    @property
+    def steps_per_s(self) -> float:
+        return len(self.losses) / self.seconds if self.seconds > 0 else 0.0
 
 
 def placeholder_tokens(class_names: Sequence[str]) -> list[str]:
@@ -140,6 +160,160 @@ def add_placeholder_tokens(
     return list(ids)
 
 
+@dataclass
+class LatentCache:
+    """VAE latents of every training image, encoded once (DA-Fusion re-encodes every step).
+
+    ``mean``/``std``: N x 2 x 4 x h x w float32 on the CPU, the latent distribution of the
+    image and of its horizontal flip (index 1), sampled afresh at every step. ``extra``:
+    N x 2 x 5 x h x w, the mask and masked-image latents an inpainting UNet (9 input
+    channels) is conditioned on; None for a plain 4-channel UNet.
+    """
+
+    mean: torch.Tensor
+    std: torch.Tensor
+    extra: torch.Tensor | None = None
+
+
+@torch.no_grad()
+def encode_latents(
+    vae: Any,
+    images: torch.Tensor,
+    resolution: int,
+    *,
+    masks: torch.Tensor | None = None,
+    inpainting: bool = False,
+    batch_size: int = 8,
+    progress: bool = False,
+) -> LatentCache:
+    """Encode ``images`` (uint8 N x C x H x W; decoded per batch, so a memory-mapped tensor
+    stays on disk) and their flips once. With ``inpainting`` the UNet's extra input is cached
+    too: the mask at latent size and the latents of the image with the mask region blanked,
+    as the inpainting pipeline builds them (a full mask where ``masks`` is None)."""
+    device, dtype = vae.device, vae.dtype
+    means, stds, extras = [], [], []
+    bar = tqdm(total=len(images), desc="vae latents", disable=not progress, leave=False)
+    for lo in range(0, len(images), batch_size):
+        x = images_to_model_range(images[lo : lo + batch_size], resolution)
+        x = torch.cat([x, x.flip(-1)]).to(device=device, dtype=dtype)
+        dist = vae.encode(x).latent_dist
+        n = len(x) // 2
+        means.append(dist.mean.float().cpu().unflatten(0, (2, n)).transpose(0, 1))
+        stds.append(dist.std.float().cpu().unflatten(0, (2, n)).transpose(0, 1))
+        if inpainting:
+            extras.append(
+                _inpaint_latents(vae, x, masks, lo, n).unflatten(0, (2, n)).transpose(0, 1)
+            )
+        bar.update(n)
+    bar.close()
+    return LatentCache(
+        mean=torch.cat(means), std=torch.cat(stds), extra=torch.cat(extras) if extras else None
+    )
+
+
+def _inpaint_latents(
+    vae: Any, x: torch.Tensor, masks: torch.Tensor | None, lo: int, n: int
+) -> torch.Tensor:
+    """(2n) x 5 x h x w: the mask (1 = regenerate) at latent size, then the latents of the
+    image with that region set to 0 (mid grey in [-1, 1]), as diffusers' inpainting does."""
+    if masks is None:
+        m = torch.ones(2 * n, 1, *x.shape[-2:])
+    else:
+        m = (masks[lo : lo + n] != 0).float()
+        m = F.interpolate(m, size=x.shape[-2:], mode="nearest")
+        m = torch.cat([m, m.flip(-1)])
+    m = m.to(device=x.device, dtype=x.dtype)
+    blanked = vae.encode(x * (m < 0.5)).latent_dist.mean * vae.config.scaling_factor
+    small = F.interpolate(m, size=blanked.shape[-2:], mode="nearest")
+    return torch.cat([small, blanked], dim=1).float().cpu()
+
+
+def balanced_picks(
+    labels: torch.Tensor, num_classes: int, start: int, count: int, gen: torch.Generator
+) -> torch.Tensor:
+    """Image indices for stream positions ``start .. start + count``: position p is an image
+    of class p mod K drawn uniformly (DA-Fusion's BalancedSampler), so consecutive batches
+    cycle through every class."""
+    picks = torch.empty(count, dtype=torch.long)
+    for i in range(count):
+        pool = torch.nonzero(labels == (start + i) % num_classes).flatten()
+        picks[i] = pool[torch.randint(len(pool), (1,), generator=gen)]
+    return picks
+
+
+def _prompt_ids(tokenizer: Any, class_tokens: Sequence[str], num_vectors: int) -> torch.Tensor:
+    return tokenizer(
+        [class_prompt(tok, num_vectors) for tok in class_tokens],
+        padding="max_length",
+        max_length=tokenizer.model_max_length,
+        truncation=True,
+        return_tensors="pt",
+    ).input_ids
+
+
+def _micro_batch_loss(
+    comps: dict[str, Any],
+    cache: LatentCache,
+    picks: torch.Tensor,
+    prompt_ids: torch.Tensor,
+    labels: torch.Tensor,
+    gen: torch.Generator,
+    flip: bool,
+) -> torch.Tensor:
+    """The noise-prediction loss of one micro-batch of cached latents."""
+    from diffusers.utils.torch_utils import randn_tensor
+
+    unet, scheduler, text_encoder = comps["unet"], comps["noise_scheduler"], comps["text_encoder"]
+    device, b = unet.device, len(picks)
+    side = (torch.rand(b, generator=gen) < 0.5).long() if flip else torch.zeros(b, dtype=torch.long)
+    mean, std = cache.mean[picks, side], cache.std[picks, side]
+    eps = torch.randn(mean.shape, generator=gen)
+    latents = ((mean + std * eps) * comps["vae"].config.scaling_factor).to(device)
+    noise = randn_tensor(latents.shape, generator=gen, device=device, dtype=latents.dtype)
+    t = torch.randint(0, scheduler.config.num_train_timesteps, (b,), generator=gen).to(device)
+    noisy = scheduler.add_noise(latents, noise, t)
+    if cache.extra is not None:
+        noisy = torch.cat([noisy, cache.extra[picks, side].to(device)], dim=1)
+    hidden = text_encoder(prompt_ids[labels[picks]].to(device))[0]
+    pred = unet(noisy.to(unet.dtype), t, encoder_hidden_states=hidden.to(unet.dtype)).sample
+    kind = scheduler.config.prediction_type
+    if kind == "epsilon":
+        target = noise
+    elif kind == "v_prediction":
+        target = scheduler.get_velocity(latents, noise, t)
+    elif kind == "sample":
+        target = latents
+    else:
+        raise ValueError(f"unknown prediction_type {kind!r}")
+    return F.mse_loss(pred.float(), target.float())
+
+
+def _check_ti_inputs(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    class_names: Sequence[str],
+    num_vectors: int,
+    steps: int,
+) -> None:
+    if num_vectors < 1:
+        raise ValueError(
+            f"ti_vectors={num_vectors}: a class token needs at least 1 vector; use -P ti_vectors=1 "
+            "(DA-Fusion's default) or more"
+        )
+    if steps < 0:
+        raise ValueError(f"ti_steps={steps} must be >= 0")
+    if len(labels) != len(images):
+        raise ValueError(f"{len(images)} images but {len(labels)} labels")
+    if len(labels) and (labels.min() < 0 or labels.max() >= len(class_names)):
+        raise ValueError(f"labels must lie in [0, {len(class_names)})")
+    missing = sorted(set(range(len(class_names))) - set(labels.tolist()))
+    if steps and missing:
+        raise ValueError(
+            f"textual inversion: class(es) {[class_names[k] for k in missing]} have no training "
+            "image: add images of them or leave them out of the classes"
+        )
+
+
 def train_textual_inversion(
     pipe_or_components: Any,
     images: torch.Tensor,
@@ -148,124 +322,135 @@ def train_textual_inversion(
     *,
     init_word: str = "object",
     num_vectors: int = 1,
-    steps: int = 1000,
-    lr: float = 5e-4,
-    batch_size: int = 4,
+    steps: int = TI_STEPS,
+    lr: float = TI_LR,
+    batch_size: int = TI_BATCH_SIZE,
     seed: int = 0,
     progress: bool = True,
     resolution: int | None = None,
     weight_decay: float = 1e-2,
     flip: bool = True,
+    masks: torch.Tensor | None = None,
 ) -> TextualInversionResult:
-    """Learn one placeholder token per class, in place in the pipeline's text encoder.
+    """Learn every class token in one loop, in place in the pipeline's text encoder.
 
-    ``steps`` is the number of optimiser steps *per class* (DA-Fusion trains each class's token
-    on its own; a fresh AdamW per class). ``images`` are uint8 N×C×H×W (C = 1 or 3, any size),
-    resized to ``resolution`` (default: the pipeline's native size); ``labels`` int64 in
-    ``[0, len(class_names))``. Images are flipped horizontally at random when ``flip``.
-    After the call the pipeline's tokenizer knows the tokens and its text encoder holds the
-    learned rows; the returned result has the vectors for :func:`save_embeddings`.
+    As DA-Fusion's ``fine_tune.py``: one AdamW over the embedding matrix (all rows but the
+    new tokens' are restored after each step, so they stay bit-identical), constant ``lr``,
+    and each of the ``steps`` optimiser steps accumulates ceil(K / ``batch_size``)
+    micro-batches drawn by :func:`balanced_picks`, so every step sees every class. VAE
+    latents are encoded once (:func:`encode_latents`); images are flipped at random when
+    ``flip``. On CUDA the forward pass runs under autocast (the UNet's half dtype). An
+    inpainting UNet (9 input channels) is trained with the mask and masked-image latents it
+    is later sampled with (``masks``: N x 1 x H x W, nonzero = object; None = full mask).
     """
-    if num_vectors < 1:
-        raise ValueError(f"num_vectors={num_vectors} must be >= 1")
-    if steps < 0:
-        raise ValueError(f"steps={steps} must be >= 0")
     labels = torch.as_tensor(labels, dtype=torch.long).cpu()
-    if len(labels) != len(images):
-        raise ValueError(f"{len(images)} images but {len(labels)} labels")
-    if len(labels) and (labels.min() < 0 or labels.max() >= len(class_names)):
-        raise ValueError(f"labels must lie in [0, {len(class_names)})")
-
+    _check_ti_inputs(images, labels, class_names, num_vectors, steps)
     comps = _components(pipe_or_components)
     tokenizer, text_encoder = comps["tokenizer"], comps["text_encoder"]
     vae, unet = comps["vae"], comps["unet"]
     from diffusers import DDPMScheduler
-    from diffusers.utils.torch_utils import randn_tensor
 
-    noise_scheduler = DDPMScheduler.from_config(comps["scheduler"].config)
-    prediction_type = noise_scheduler.config.prediction_type
+    comps["noise_scheduler"] = DDPMScheduler.from_config(comps["scheduler"].config)
     res = int(resolution or pipeline_resolution(vae, unet))
-    device = unet.device
-    unet_dtype = unet.dtype
-
     class_tokens = placeholder_tokens(class_names)
     all_tokens = [t for tok in class_tokens for t in expand_token(tok, num_vectors)]
     all_ids = add_placeholder_tokens(tokenizer, text_encoder, all_tokens, init_word)
     class_ids = [all_ids[k * num_vectors : (k + 1) * num_vectors] for k in range(len(class_names))]
+    start = time.perf_counter()
+    cache = encode_latents(
+        vae,
+        images,
+        res,
+        masks=masks,
+        inpainting=unet.config.in_channels == 9,
+        progress=progress,
+    )
+    encode_seconds = time.perf_counter() - start
+    losses, seconds = _optimise(
+        comps,
+        cache,
+        labels,
+        _prompt_ids(tokenizer, class_tokens, num_vectors),
+        all_ids,
+        steps=steps,
+        lr=lr,
+        batch_size=batch_size,
+        seed=seed,
+        progress=progress,
+        weight_decay=weight_decay,
+        flip=flip,
+    )
+    weight = text_encoder.get_input_embeddings().weight
+    embeddings = {
+        tok: weight[ids].detach().float().cpu().clone() for tok, ids in zip(class_tokens, class_ids)
+    }
+    return TextualInversionResult(
+        embeddings=embeddings,
+        class_tokens=class_tokens,
+        losses=losses,
+        micro_batches=steps * math.ceil(len(class_names) / max(1, batch_size)),
+        seconds=seconds,
+        encode_seconds=encode_seconds,
+    )
 
+
+def _optimise(
+    comps: dict[str, Any],
+    cache: LatentCache,
+    labels: torch.Tensor,
+    prompt_ids: torch.Tensor,
+    trained_ids: list[int],
+    **kw: Any,
+) -> tuple[list[float], float]:
+    """The one loop over every class token; returns the per-step losses and its seconds."""
+    text_encoder, vae, unet = comps["text_encoder"], comps["vae"], comps["unet"]
+    k = len(prompt_ids)  # one prompt per class
+    accum = math.ceil(k / max(1, kw["batch_size"])) if k else 0
     # Train the embedding matrix in float32 even when the pipeline runs in half precision;
     # a half -> float -> half round trip leaves the untouched rows bit-identical.
     te_dtype = text_encoder.dtype
     text_encoder.to(dtype=torch.float32)
-    vae.requires_grad_(False)
-    unet.requires_grad_(False)
-    text_encoder.requires_grad_(False)
+    for module in (vae, unet, text_encoder):
+        module.requires_grad_(False)
     weight = text_encoder.get_input_embeddings().weight
     weight.requires_grad_(True)
     modes = (vae.training, unet.training, text_encoder.training)
-    vae.eval()
-    unet.eval()
-    text_encoder.eval()  # CLIP's dropout is 0; eval keeps any other stochastic layer off
-
-    gen = torch.Generator().manual_seed(seed)
-    losses: list[list[float]] = []
-    total = steps * len(class_names)
-    bar = tqdm(total=total, desc="textual inversion", disable=not progress or total == 0)
+    for module in (vae, unet, text_encoder):
+        module.eval()  # CLIP's dropout is 0; eval keeps any other stochastic layer off
+    keep = torch.ones(weight.shape[0], dtype=torch.bool, device=weight.device)
+    keep[trained_ids] = False
+    snapshot = weight.detach().clone()
+    optimizer = torch.optim.AdamW([weight], lr=kw["lr"], weight_decay=kw["weight_decay"])
+    half = unet.dtype if unet.dtype in (torch.float16, torch.bfloat16) else torch.bfloat16
+    scaler = torch.amp.GradScaler(
+        "cuda", enabled=unet.device.type == "cuda" and half == torch.float16
+    )
+    gen = torch.Generator().manual_seed(kw["seed"])
+    losses: list[float] = []
+    bar = tqdm(
+        total=kw["steps"], desc="textual inversion", disable=not kw["progress"] or not kw["steps"]
+    )
+    start = time.perf_counter()
     try:
-        for k, ids in enumerate(class_ids):
-            pool = torch.nonzero(labels == k).flatten()
-            losses.append([])
-            if len(pool) == 0 or steps == 0:
-                bar.update(steps)
-                continue
-            input_ids = tokenizer(
-                class_prompt(class_tokens[k], num_vectors),
-                padding="max_length",
-                max_length=tokenizer.model_max_length,
-                truncation=True,
-                return_tensors="pt",
-            ).input_ids.to(device)
-            keep = torch.ones(weight.shape[0], dtype=torch.bool, device=weight.device)
-            keep[ids] = False
-            snapshot = weight.detach().clone()
-            optimizer = torch.optim.AdamW([weight], lr=lr, weight_decay=weight_decay)
-            for _ in range(steps):
-                pick = pool[torch.randint(len(pool), (batch_size,), generator=gen)]
-                x = images_to_model_range(images[pick], res)
-                if flip:
-                    flips = torch.rand(batch_size, generator=gen) < 0.5
-                    x = torch.where(flips[:, None, None, None], x.flip(-1), x)
-                x = x.to(device=device, dtype=vae.dtype)
-                with torch.no_grad():
-                    dist = vae.encode(x).latent_dist
-                    latents = dist.sample(generator=gen) * vae.config.scaling_factor
-                latents = latents.to(unet_dtype)
-                noise = randn_tensor(latents.shape, generator=gen, device=device, dtype=unet_dtype)
-                t = torch.randint(
-                    0, noise_scheduler.config.num_train_timesteps, (batch_size,), generator=gen
-                ).to(device)
-                noisy = noise_scheduler.add_noise(latents, noise, t)
-                hidden = text_encoder(input_ids.expand(batch_size, -1))[0].to(unet_dtype)
-                pred = unet(noisy, t, encoder_hidden_states=hidden).sample
-                if prediction_type == "epsilon":
-                    target = noise
-                elif prediction_type == "v_prediction":
-                    target = noise_scheduler.get_velocity(latents, noise, t)
-                elif prediction_type == "sample":
-                    target = latents
-                else:
-                    raise ValueError(f"unknown prediction_type {prediction_type!r}")
-                loss = F.mse_loss(pred.float(), target.float())
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                with torch.no_grad():
-                    weight[keep] = snapshot[keep]
-                value = float(loss.detach())
-                losses[-1].append(value)
-                bar.update(1)
-                bar.set_postfix(cls=k, loss=f"{value:.4f}")
-            del optimizer, snapshot
+        for step in range(kw["steps"] if k else 0):
+            total = 0.0
+            for micro in range(accum):
+                first = (step * accum + micro) * kw["batch_size"]
+                picks = balanced_picks(labels, k, first, kw["batch_size"], gen)
+                with autocast(unet.device, half):
+                    loss = _micro_batch_loss(
+                        comps, cache, picks, prompt_ids, labels, gen, kw["flip"]
+                    )
+                scaler.scale(loss / accum).backward()
+                total += float(loss.detach()) / accum
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            with torch.no_grad():
+                weight[keep] = snapshot[keep]
+            losses.append(total)
+            bar.update(1)
+            bar.set_postfix(loss=f"{total:.4f}")
     finally:
         bar.close()
         weight.requires_grad_(False)
@@ -273,12 +458,7 @@ def train_textual_inversion(
         text_encoder.to(dtype=te_dtype)
         for module, mode in zip((vae, unet, text_encoder), modes):
             module.train(mode)
-
-    weight = text_encoder.get_input_embeddings().weight
-    embeddings = {
-        tok: weight[ids].detach().float().cpu().clone() for tok, ids in zip(class_tokens, class_ids)
-    }
-    return TextualInversionResult(embeddings=embeddings, class_tokens=class_tokens, losses=losses)
+    return losses, time.perf_counter() - start
 
 
 def save_embeddings(

@@ -15,3 +15,13 @@ def tiny_sd_dir(tmp_path_factory) -> Path:
     from tests.generate.tiny_sd import build_tiny_sd
 
     return build_tiny_sd(tmp_path_factory.mktemp("tiny-sd") / "sd")
+
+
+@pytest.fixture(scope="session")
+def tiny_sd_inpaint_dir(tmp_path_factory) -> Path:
+    """The tiny pipeline with a 9-channel (inpainting) UNet, for runs with masks."""
+    pytest.importorskip("diffusers")
+    pytest.importorskip("transformers")
+    from tests.generate.tiny_sd import build_tiny_sd
+
+    return build_tiny_sd(tmp_path_factory.mktemp("tiny-sd-inpaint") / "sd", inpaint_unet=True)

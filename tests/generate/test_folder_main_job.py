@@ -69,13 +69,13 @@ def _newest_main(experiment: str):
     )[0]
 
 
-def test_main_on_folder_data_with_stable_diffusion(fresh_experiment, tiny_sd_dir, tmp_path):
+def test_main_on_folder_data_with_stable_diffusion(fresh_experiment, tiny_sd_inpaint_dir, tmp_path):
     root = build_folder(tmp_path / "parts")
     config = MainConfig(
         data=f"folder:{root}",
         image_size=16,
         generator="stable-diffusion",
-        sd_model=str(tiny_sd_dir),
+        sd_model=str(tiny_sd_inpaint_dir),
         ti_steps=2,
         use_masks=True,
         **TINY,
@@ -86,6 +86,10 @@ def test_main_on_folder_data_with_stable_diffusion(fresh_experiment, tiny_sd_dir
     assert set(steps) == {"generate", "pretrain", "probe", "baseline"}
     generate = mlflow.get_run(steps["generate"])
     assert generate.data.tags["eibacl.generator"] == "stable-diffusion"
+    assert generate.data.tags["generator/masks"] == "file"
+    assert generate.data.metrics["generator/source_px"] == 32  # the tiny SD's own size
+    # the 14 px mask box grown by 1 px a side
+    assert generate.data.metrics["generator/source_native_px"] == 16
     # 4 classes: hose held out (ood_classes), one drawn for ood_val_classes=auto, 2 ID x 4
     assert generate.data.metrics["synthetic/id_count"] == 2 * 4
     assert "quality/id/own_class_rate" in generate.data.metrics

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
 
 from eibacl.config import ConfigError, GenerateRunConfig
@@ -90,13 +91,13 @@ def test_missing_sd_model_names_the_folder_layout(fresh_experiment, tmp_path):
         generate(config)
 
 
-def test_stable_diffusion_backend_through_the_pipeline(fresh_experiment, tiny_sd_dir):
+def test_stable_diffusion_backend_through_the_pipeline(fresh_experiment, tiny_sd_inpaint_dir):
     config = GenerateRunConfig(
         **(
             TINY
             | {
                 "generator": "stable-diffusion",
-                "sd_model": str(tiny_sd_dir),
+                "sd_model": str(tiny_sd_inpaint_dir),
                 "ti_steps": 2,
                 "num_synthetic": 1,
                 "shots": 2,
@@ -115,3 +116,31 @@ def test_stable_diffusion_backend_through_the_pipeline(fresh_experiment, tiny_sd
     }
     assert synthetic.images.shape[1:] == (1, 16, 16)
     assert {r.backend for r in synthetic.rows} == {"stable-diffusion"}
+
+
+def test_textual_inversion_tokens_are_reused_by_run_id(fresh_experiment, tiny_sd_dir):
+    sd = TINY | {
+        "generator": "stable-diffusion",
+        "sd_model": str(tiny_sd_dir),
+        "use_masks": False,
+        "ti_steps": 2,
+        "num_synthetic": 1,
+        "num_near_ood": 0,
+        "shots": 2,
+        "inference_steps": 2,
+    }
+    first = generate(GenerateRunConfig(**sd))
+    run = MlflowClient().get_run(first.run_id)
+    assert run.data.metrics["ti/steps"] == 2 and run.data.metrics["ti/steps_per_s"] > 0
+    assert run.data.tags["generator/masks"] == "none"
+    # another TI setting, so no cache hit: the tokens come from the first run's artifact
+    again = generate(
+        GenerateRunConfig(**(sd | {"ti_steps": 7, "ti_embeddings": f"runs:/{first.run_id}"}))
+    )
+    assert not again.generator_reused
+    for token, vectors in first.backend.embeddings.items():
+        assert torch.equal(again.backend.embeddings[token], vectors)
+    assert "ti/steps" not in MlflowClient().get_run(again.run_id).data.metrics  # not trained
+    other = sd | {"ood_classes": "Trouser", "ti_embeddings": f"runs:/{first.run_id}"}
+    with pytest.raises(ValueError, match=r"ti_embeddings=.*learned tokens for .*same"):
+        generate(GenerateRunConfig(**other))

@@ -129,11 +129,14 @@ def build_tiny_sd_components(seed: int = 0, *, inpaint_unet: bool = False) -> di
     }
 
 
-def build_tiny_sd(directory: Path | str, seed: int = 0) -> Path:
-    """Save a tiny random SD img2img pipeline in the diffusers folder layout; return the folder."""
+def build_tiny_sd(directory: Path | str, seed: int = 0, *, inpaint_unet: bool = False) -> Path:
+    """Save a tiny random SD img2img pipeline in the diffusers folder layout; return the folder.
+    ``inpaint_unet``: a 9-channel UNet, as an inpainting checkpoint has."""
     from diffusers import StableDiffusionImg2ImgPipeline
 
     directory = Path(directory)
-    pipe = StableDiffusionImg2ImgPipeline(**build_tiny_sd_components(seed))
+    pipe = StableDiffusionImg2ImgPipeline(
+        **build_tiny_sd_components(seed, inpaint_unet=inpaint_unet)
+    )
     pipe.save_pretrained(directory)
     return directory

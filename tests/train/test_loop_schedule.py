@@ -41,3 +41,14 @@ def test_no_warmup_starts_at_peak_and_never_goes_negative():
         optimizer.step()
         scheduler.step()
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_factor_follows_a_time_budget_when_it_is_further_spent():
+    from eibacl.train.schedule import warmup_cosine_factor
+
+    assert warmup_cosine_factor(0, 4, 100) == 0.25  # warm-up: (step + 1) / warmup
+    assert warmup_cosine_factor(4, 4, 100) == 1.0  # the decay starts at the peak
+    # 10 of 96 decay steps spent, but half of the time budget: cos(pi / 2) -> 0.5
+    assert abs(warmup_cosine_factor(14, 4, 100, progress=0.5) - 0.5) < 1e-12
+    assert warmup_cosine_factor(14, 4, 100, progress=0.0) == warmup_cosine_factor(14, 4, 100)
+    assert abs(warmup_cosine_factor(5, 4, 100, progress=1.0)) < 1e-12
