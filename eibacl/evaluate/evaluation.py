@@ -34,6 +34,7 @@ from eibacl.evaluate.plots import (
     score_histogram_figure,
 )
 from eibacl.evaluate.scorers import (
+    DEFAULT_COVARIANCE,
     energy_score,
     fit_mahalanobis,
     knn_score,
@@ -106,6 +107,7 @@ def evaluate_encoder(
     device: str = "cpu",
     head: torch.nn.Module | None = None,
     plots: bool = True,
+    covariance: str = DEFAULT_COVARIANCE,
 ) -> Evaluation:
     """Features once, then a classifier (the given `head`, else a linear probe trained on
     the training split and chosen on validation), then four OOD scorers on two OOD sets."""
@@ -149,7 +151,7 @@ def evaluate_encoder(
     ):
         metrics[f"test/accuracy/{key_part(name)}"] = float(acc)
 
-    maha = fit_mahalanobis(feats["train"], sets.train_y)
+    maha = fit_mahalanobis(feats["train"], sets.train_y, covariance=covariance)
     scores = {
         "knn": lambda name: knn_score(feats["train"], feats[name], knn_k),
         "mahalanobis": lambda name: mahalanobis_score(maha, feats[name]),
