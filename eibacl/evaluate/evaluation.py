@@ -16,6 +16,7 @@ In-distribution is the positive class; every score is "higher = more in-distribu
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -241,10 +242,7 @@ def _per_object(
         near = {s: (v["test"], v["near"]) for s, v in per_scorer.items()}
         metrics |= object_metrics(test_logits, sets.test_y.numpy(), test_groups, near_groups, near)
     else:
-        log.info(
-            "object-level metrics (object/*, */object_auroc) are off: the data has no object "
-            "ids (every image is its own object); CIs resample images"
-        )
+        _say_no_objects(tuple(sets.class_names))
     headline_scores = per_scorer[HEADLINE_SCORER]
     prefix = HEADLINE_NEAR_OOD.removesuffix("/auroc")
     return metrics | halfwidths(
@@ -254,6 +252,16 @@ def _per_object(
         (prefix, headline_scores["test"], headline_scores["near"]),
         near_groups,
         sets.has_objects,
+    )
+
+
+@functools.cache
+def _say_no_objects(class_names: tuple[str, ...]) -> None:
+    """Once per process and data (a compare evaluates many cells of one source)."""
+    log.info(
+        "object-level metrics (object/*, */object_auroc) are off: the data (classes %s) has "
+        "no object ids (every image is its own object); CIs resample images",
+        ", ".join(class_names),
     )
 
 

@@ -164,9 +164,13 @@ def test_evaluation_reports_objects_where_the_data_has_them_and_says_so_once_whe
     assert with_objects["object/accuracy"] == pytest.approx(2 / 3)
     assert with_objects["ood/near/mahalanobis/object_auroc"] == pytest.approx(5 / 6)
     assert with_objects["data/objects/test"] == 3 and with_objects["data/images/test"] == 9
+    sets = _sets(None, None)
+    sets.class_names = ["never", "seen"]  # said once per process and data: fresh names
     with caplog.at_level("INFO", logger="eibacl.evaluate.evaluation"):
-        without = _per_object(_sets(None, None), LOGITS, scores)
+        without = _per_object(sets, LOGITS, scores)
+        again = _per_object(sets, LOGITS, scores)
     lines = [r.getMessage() for r in caplog.records if "object-level" in r.getMessage()]
-    assert len(lines) == 1 and "no object ids" in lines[0]
+    assert len(lines) == 1 and "no object ids" in lines[0] and "never, seen" in lines[0]
+    assert again == without
     assert not [k for k in without if "object" in k]
     assert "ci_halfwidth/ood/near/mahalanobis/auroc" in without
