@@ -488,6 +488,9 @@ class LossConfig:
         _require(self.temperature > 0, "temperature", self.temperature, "use a temperature > 0")
 
 
+COVARIANCES = ("ledoit-wolf", "oas", "ridge")
+
+
 @dataclass
 class EvalConfig:
     knn_k: int = param(
@@ -504,9 +507,21 @@ class EvalConfig:
         "folder:<path> (any tree of images that are none of the classes) or none "
         "(no ood/far/* metrics).",
     )
+    covariance: str = param(
+        "ledoit-wolf",
+        "Shared covariance of the Mahalanobis score: ledoit-wolf or oas (scikit-learn's "
+        "shrinkage toward a scaled identity; stable with more feature dimensions than images) "
+        "or ridge (the sample covariance plus a 1e-6 relative ridge). The judge uses the default.",
+    )
 
     def validate(self) -> None:
         _require(self.knn_k >= 1, "knn_k", self.knn_k, "use knn_k >= 1")
+        _require(
+            self.covariance in COVARIANCES,
+            "covariance",
+            self.covariance,
+            f"use one of {', '.join(COVARIANCES)}",
+        )
         _require(
             self.far_ood in ("auto", "mnist", "none")
             or (self.far_ood.startswith("folder:") and len(self.far_ood) > len("folder:")),

@@ -9,7 +9,7 @@ import json
 import logging
 import random
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -31,11 +31,13 @@ class Split:
     """Image ids on each side, and the class groups they come from.
 
     Four groups of classes: `id_classes` (train/val/test), `ood_val_classes` (held out; their
-    training-pool images form `ood_val`, for model selection only), `ood_classes` (held out;
-    their test images form `ood_test`, for reporting only), and the far-OOD set outside the
-    source. The two held-out groups are disjoint, so nothing that selects (knn_k, the
-    registry's tie-break, tune's near-OOD objective) ever sees a class the reported near-OOD
-    numbers are measured on."""
+    images form `ood_val`, for model selection only), `ood_classes` (held out; their images
+    form `ood_test`, for reporting only), and the far-OOD set outside the
+    source. A held-out class never trains, so every one of its images is used; only a source
+    with its own test subset (Fashion-MNIST) keeps it: its test images for `ood_test`,
+    `val_per_class` of its training images for `ood_val`. The two held-out groups are
+    disjoint, so nothing that selects (knn_k, the registry's tie-break, tune's near-OOD
+    objective) ever sees a class the reported near-OOD numbers are measured on."""
 
     id_classes: list[str]
     ood_classes: list[str]
@@ -52,13 +54,19 @@ class Split:
         payload = {k: v for k, v in asdict(self).items() if k != "params"}
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
+    def counts(self) -> dict[str, int]:
+        """Images on each side."""
+        return {side: len(self.side(side)) for side in SIDES}
+
     def to_json(self) -> str:
-        return json.dumps(asdict(self) | {"fingerprint": self.fingerprint()}, indent=1)
+        extra = {"fingerprint": self.fingerprint(), "counts": self.counts()}
+        return json.dumps(asdict(self) | extra, indent=1)
 
     @classmethod
     def from_json(cls, text: str) -> Split:
         data = json.loads(text)
         data.pop("fingerprint", None)
+        data.pop("counts", None)
         return cls(**data)
 
     def save(self, path: Path) -> Path:
@@ -216,25 +224,9 @@ def make_split(imageset: ImageSet, config: DataConfig) -> Split:
         members = by_class.get(name, [])
         if not members:
             raise ConfigError(f"class {name!r} has no images in {imageset.source}")
-        # One generator per class and purpose: a class's test set never depends on shots,
-        # val_per_class or the other classes, so runs that vary them share one test set.
-        test_rng = _class_rng(config.split_seed, name, "test")
-        pool, test = _test_split(imageset, members, config.test_fraction, test_rng, name)
-        test = _cap(test, config.test_per_class, test_rng)
-        rng = _class_rng(config.split_seed, name, "train")
-        if name in id_classes:
-            train, rest = _take_groups(imageset, pool, config.shots, rng)
-            val, _ = _take_groups(imageset, rest, config.val_per_class, rng, exact=False)
-            if len(train) < config.shots or not val:
-                raise ConfigError(_shots_message(imageset, pool, config, name))
-            sides["train"] += [imageset.ids[i] for i in train]
-            sides["val"] += [imageset.ids[i] for i in val]
-            sides["test"] += [imageset.ids[i] for i in test]
-        elif name in ood_val_classes:
-            val, _ = _take_groups(imageset, pool, config.val_per_class, rng, exact=False)
-            sides["ood_val"] += [imageset.ids[i] for i in val]
-        else:
-            sides["ood_test"] += [imageset.ids[i] for i in test]
+        role = "id" if name in id_classes else "ood_val" if name in ood_val_classes else "ood"
+        for side, indices in _class_sides(imageset, members, name, role, config).items():
+            sides[side] += [imageset.ids[i] for i in indices]
     split = Split(
         id_classes=id_classes,
         ood_classes=ood_classes,
@@ -245,6 +237,63 @@ def make_split(imageset: ImageSet, config: DataConfig) -> Split:
     )
     warn_short_validation(split, imageset, config.val_per_class)
     return split
+
+
+def _class_sides(
+    imageset: ImageSet, members: list[int], name: str, role: str, config: DataConfig
+) -> dict[str, list[int]]:
+    """The images of class `name` on each split side; `role` is id, ood_val or ood.
+
+    One generator per class and purpose: a class's test set never depends on shots,
+    val_per_class or the other classes, so runs that vary them share one test set."""
+    test_rng = _class_rng(config.split_seed, name, "test")
+    if role != "id" and not _has_own_test(imageset, members):
+        # A held-out class never trains: every one of its images is an OOD image.
+        if role == "ood_val":
+            return {"ood_val": members}
+        return {"ood_test": _cap(members, config.test_per_class, test_rng)}
+    pool, test = _test_split(imageset, members, config.test_fraction, test_rng, name)
+    test = _cap(test, config.test_per_class, test_rng)
+    rng = _class_rng(config.split_seed, name, "train")
+    if role == "ood":
+        return {"ood_test": test}
+    if role == "ood_val":  # the source's own training subset: val_per_class of it
+        return {"ood_val": _take_groups(imageset, pool, config.val_per_class, rng, exact=False)[0]}
+    train, rest = _take_groups(imageset, pool, config.shots, rng)
+    val, _ = _take_groups(imageset, rest, config.val_per_class, rng, exact=False)
+    if len(train) < config.shots or not val:
+        message = _shots_message(imageset, pool, config, name)
+        raise ConfigError(f"{message}. {_objects_hint(imageset, members, test, config, name)}")
+    return {"train": train, "val": val, "test": test}
+
+
+def _fits(imageset: ImageSet, members: list[int], name: str, config: DataConfig) -> bool:
+    """Whether in-distribution class `name` gets its shots and some validation."""
+    test_rng = _class_rng(config.split_seed, name, "test")
+    pool, _ = _test_split(imageset, members, config.test_fraction, test_rng, name)
+    rng = _class_rng(config.split_seed, name, "train")
+    train, rest = _take_groups(imageset, pool, config.shots, rng)
+    return len(train) == config.shots and bool(_take_groups(imageset, rest, 1, rng)[0])
+
+
+def _objects_hint(
+    imageset: ImageSet, members: list[int], test: list[int], config: DataConfig, name: str
+) -> str:
+    """The class's objects (views, and which went to test with this split_seed), and a
+    split_seed that fits the class where one of the next 100 does."""
+    views: dict[str, int] = defaultdict(int)
+    for i in members:
+        views[imageset.groups[i]] += 1
+    in_test = {imageset.groups[i] for i in test}
+    listed = ", ".join(
+        f"{g!r} ({n} view{'s' * (n != 1)}{', test' if g in in_test else ''})"
+        for g, n in sorted(views.items())
+    )
+    text = f"Class {name!r} has {len(views)} objects with split_seed={config.split_seed}: {listed}"
+    for seed in range(config.split_seed + 1, config.split_seed + 101):
+        if _fits(imageset, members, name, replace(config, split_seed=seed)):
+            return f"{text}; -P split_seed={seed} places enough of them (or add objects)"
+    return f"{text}; no split_seed up to {config.split_seed + 100} fits: add objects"
 
 
 def short_validation(split: Split, imageset: ImageSet, asked: int) -> dict[str, int]:
@@ -291,11 +340,16 @@ def _groups_of(imageset: ImageSet, members: list[int], rng: random.Random) -> li
     return ordered
 
 
+def _has_own_test(imageset: ImageSet, members: list[int]) -> bool:
+    """Whether the source assigns these images to its own train/test subsets."""
+    return any(imageset.subsets[i] for i in members)
+
+
 def _test_split(
     imageset: ImageSet, members: list[int], fraction: float, rng: random.Random, name: str
 ) -> tuple[list[int], list[int]]:
     """The source's own test subset when it has one, else a share of the objects."""
-    if any(imageset.subsets[i] for i in members):
+    if _has_own_test(imageset, members):
         pool = [i for i in members if imageset.subsets[i] != "test"]
         test = [i for i in members if imageset.subsets[i] == "test"]
     else:

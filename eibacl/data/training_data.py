@@ -88,4 +88,15 @@ def evaluation_sets(data: TrainingData, far_ood: str = "auto") -> EvalSets:
         far_x=None if far is None else far.images,
         class_names=list(data.split.id_classes),
         far_name=far_ood_name(spec),
+        test_groups=object_ids(data, "test"),
+        near_groups=object_ids(data, "ood_test"),
     )
+
+
+def object_ids(data: TrainingData, side: str) -> list[str] | None:
+    """Object id of each image of a split side; None where the source has no object ids
+    (no object has two images: Fashion-MNIST, a folder of single-view images)."""
+    groups = data.imageset.groups
+    if len(set(groups)) == len(groups):
+        return None
+    return [groups[i] for i in data.split.indices(data.imageset, side).tolist()]

@@ -81,7 +81,12 @@ def probe(config: ProbeConfig, nested: bool = False) -> ProbeResult:
         log_datasets(data, config.far_ood)
         device = resolve_device(config.device)
         evaluation = evaluate_encoder(
-            encoder, sets, knn_k=config.knn_k, seed=config.probe_seed, device=str(device)
+            encoder,
+            sets,
+            knn_k=config.knn_k,
+            seed=config.probe_seed,
+            device=str(device),
+            covariance=config.covariance,
         )
         # The training loop's last-epoch metric, so probe and baseline runs share columns.
         evaluation.metrics[names.VAL_KNN_ACCURACY] = knn_validation(

@@ -9,8 +9,8 @@ any generator (the embedded DDPM, Stable Diffusion) is judged the same way.
   trained on the real training split only (cheap: seconds on a CPU).
 - Scores (higher = more in-distribution): kNN distance on normalised features (Sun et al.
   2022; k = 1, as the study's few-shot default) and Mahalanobis distance to the nearest
-  class mean with a shared covariance (Lee et al. 2018), both fitted on real training
-  features.
+  class mean with a shared covariance (Lee et al. 2018; Ledoit-Wolf shrinkage by default),
+  both fitted on real training features.
 - Calibration: the threshold of each score is the one that keeps 95% of the real ID
   *validation* images (95% TPR); "stays in-distribution" = at or above it.
 - The near-OOD band: past the ID threshold, yet no farther out than real near-OOD images
@@ -35,6 +35,7 @@ from matplotlib.figure import Figure
 from eibacl.evaluate.ood_metrics import auroc
 from eibacl.evaluate.plots import new_figure
 from eibacl.evaluate.scorers import (
+    DEFAULT_COVARIANCE,
     MahalanobisModel,
     fit_mahalanobis,
     knn_score,
@@ -120,9 +121,12 @@ def fit_judge(
     seed: int = 0,
     classifier: ReferenceClassifier | None = None,
     near_val_x: torch.Tensor | None = None,
+    covariance: str = DEFAULT_COVARIANCE,
 ) -> Judge:
     """Fit the judge on real ID training images; calibrate on real ID validation images;
-    `near_val_x` (real validation near-OOD images) sets the band's lower edge."""
+    `near_val_x` (real validation near-OOD images) sets the band's lower edge. The
+    Mahalanobis covariance is shrunk like the evaluation's (`covariance`): the reference
+    CNN's features outnumber the few-shot training images too."""
     if len(val_x) == 0:
         raise ValueError("the judge needs real validation images to calibrate its threshold")
     classifier = classifier or train_reference_classifier(
@@ -131,7 +135,7 @@ def fit_judge(
     judge = Judge(classifier, torch.zeros(0), None, {}, {})  # type: ignore[arg-type]
     train_feats = judge.embed(train_x)
     judge.train_feats = train_feats
-    judge.maha = fit_mahalanobis(train_feats, train_y)
+    judge.maha = fit_mahalanobis(train_feats, train_y, covariance=covariance)
     judge.val_scores = judge.scores(val_x)
     judge.far_scores = judge.scores(shuffled_pixels(train_x, seed))
     if near_val_x is not None and len(near_val_x):

@@ -48,6 +48,7 @@ def baseline(
             seed=config.seed,
             device=str(resolve_device(config.device)),
             head=result.network.classifier,
+            covariance=config.covariance,
         )
         result.metrics |= evaluation.metrics
         log_evaluation(

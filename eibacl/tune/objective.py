@@ -89,6 +89,7 @@ class TrialObjective:
                 register=False,
                 knn_k=self.config.knn_k,
                 far_ood=self.config.far_ood,
+                covariance=self.config.covariance,
                 device=self.config.device,
                 probe_seed=self.config.seed,
             ),

@@ -1,4 +1,5 @@
 import itertools
+import json
 from collections import Counter
 
 import pytest
@@ -69,6 +70,32 @@ def test_held_out_classes_never_reach_id_sides():
     assert {class_of(i) for i in split.ood_test} == {"eel"}
 
 
+def test_held_out_classes_without_test_subset_use_every_image():
+    # 20 objects x 3 views per class; test_fraction=0.25 would have given the held-out
+    # classes 5 objects = 15 images each. Every image is used instead: 60 each.
+    imageset = synthetic_set(views=3)
+    split = make_split(imageset, config(ood_classes="eel", ood_val_classes="dog"))
+    assert Counter(class_of(i) for i in split.ood_test) == {"eel": 60}
+    assert Counter(class_of(i) for i in split.ood_val) == {"dog": 60}
+    # The in-distribution classes still split 5 test objects (15 images) off each.
+    assert Counter(class_of(i) for i in split.test) == {"ant": 15, "bee": 15, "cat": 15}
+    assert split.counts() == {
+        "train": 15,
+        "val": 9,
+        "test": 45,
+        "ood_val": 60,
+        "ood_test": 60,
+    }
+    assert json.loads(split.to_json())["counts"] == split.counts()
+
+
+def test_a_single_object_held_out_class_is_all_ood():
+    # No train/test split of its own is needed: its one object's 4 views are all near-OOD.
+    imageset = synthetic_set(per_class=(20, 20, 20, 20, 1), views=4)
+    split = make_split(imageset, config(ood_classes="eel"))
+    assert Counter(class_of(i) for i in split.ood_test) == {"eel": 4}
+
+
 @pytest.mark.parametrize("views", [1, 3])
 def test_sides_are_disjoint_and_ids_unique(views):
     split = make_split(synthetic_set(views=views), config())
@@ -89,7 +116,8 @@ def test_val_per_class_with_single_views_is_exact():
         synthetic_set(), config(val_per_class=4, ood_classes="eel", ood_val_classes="dog")
     )
     assert Counter(class_of(i) for i in split.val) == {"ant": 4, "bee": 4, "cat": 4}
-    assert Counter(class_of(i) for i in split.ood_val) == {"dog": 4}
+    # A held-out class never trains: all 20 dog images are validation-OOD, not val_per_class.
+    assert Counter(class_of(i) for i in split.ood_val) == {"dog": 20}
 
 
 @pytest.mark.parametrize("views", [2, 3])
@@ -338,3 +366,55 @@ def test_imageset_rejects_inconsistent_fields():
         ImageSet(torch.zeros(2, 1, 4, 4, dtype=torch.uint8), torch.zeros(3), ["a", "b"], ["x"], "s")
     with pytest.raises(ValueError, match="uint8"):
         ImageSet(torch.zeros(2, 1, 4, 4), torch.zeros(2), ["a", "b"], ["x"], "s")
+
+
+def uneven_bee(seed_views=(1, 1, 6)):
+    """synthetic_set with class 'bee' replaced by objects of the given view counts."""
+    base = synthetic_set(per_class=(20, 0, 20, 20, 20))
+    keep = [i for i, y in enumerate(base.labels.tolist()) if y != 1]
+    ids = [base.ids[i] for i in keep]
+    groups = [base.groups[i] for i in keep]
+    labels = [int(base.labels[i]) for i in keep]
+    for o, views in enumerate(seed_views):
+        for v in range(views):
+            ids.append(f"bee/obj{o:03d}/view{v}")
+            groups.append(f"bee/obj{o:03d}")
+            labels.append(1)
+    n = len(ids)
+    return ImageSet(
+        images=torch.zeros(n, 1, 4, 4, dtype=torch.uint8),
+        labels=torch.tensor(labels),
+        ids=ids,
+        class_names=list(CLASSES),
+        source="uneven",
+        groups=groups,
+    )
+
+
+def test_a_split_seed_with_too_few_objects_names_them_and_a_seed_that_fits():
+    # bee: objects of 1, 1 and 6 views; test takes 1 object (round(0.25 * 3)). shots=6 needs
+    # the 6-view object in training and a 1-view object left for validation: a seed-dependent
+    # draw. Seeds are tried until one fails; its message names the objects and a seed that fits.
+    imageset = uneven_bee()
+    failing = None
+    for seed in range(50):
+        try:
+            make_split(imageset, config(shots=6, split_seed=seed))
+        except ConfigError as exc:
+            failing, message = seed, str(exc)
+            break
+    assert failing is not None
+    assert "'bee'" in message and "3 objects" in message
+    for obj, views in (("bee/obj000", "1 view"), ("bee/obj001", "1 view"), ("bee/obj002", "6")):
+        assert f"'{obj}' ({views}" in message
+    assert message.count(", test)") == 1  # exactly one object went to test
+    fix = int(message.split("-P split_seed=")[1].split()[0])
+    assert fix > failing
+    split = make_split(imageset, config(shots=6, split_seed=fix))
+    assert sum(class_of(i) == "bee" for i in split.train) == 6
+
+
+def test_too_few_objects_for_any_seed_says_add_objects():
+    imageset = uneven_bee((1, 1))
+    with pytest.raises(ConfigError, match="'bee' has 2 objects.*no split_seed up to 100 fits"):
+        make_split(imageset, config(shots=2))

@@ -138,3 +138,17 @@ def test_band_edge_follows_real_validation_near_ood_when_given():
         metrics["judge/near/mahalanobis/band_rate"]
         >= metrics["judge/near/mahalanobis/ood_rate"] - 0.06
     )
+
+
+def test_judge_shrinks_its_covariance_like_the_evaluation(judge):
+    # The judge's Mahalanobis model is the default (Ledoit-Wolf) fit on its training
+    # features, not the sample covariance's: the two precisions differ on these features.
+    from eibacl.evaluate.scorers import DEFAULT_COVARIANCE, fit_mahalanobis
+
+    train_x, train_y = _data(40, 0)
+    feats = judge.embed(train_x)
+    expected = fit_mahalanobis(feats, train_y, covariance=DEFAULT_COVARIANCE)
+    sample = fit_mahalanobis(feats, train_y, covariance="ridge")
+    assert DEFAULT_COVARIANCE == "ledoit-wolf"
+    torch.testing.assert_close(judge.maha.precision, expected.precision)
+    assert not torch.allclose(judge.maha.precision, sample.precision, rtol=1e-3)

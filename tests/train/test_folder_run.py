@@ -110,3 +110,23 @@ def test_dataset_inputs_are_named_after_the_folder(folder_runs):
 
 def test_pretrain_logs_training_curves(folder_runs):
     assert "plots/training_curves.png" in artifacts(folder_runs["pretrain"], "plots")
+
+
+def test_object_level_metrics_and_counts_in_probe_and_baseline(folder_runs):
+    # hose is held out whole: 6 objects x 2 views = 12 near-OOD images (every one of them);
+    # ood_val_classes=auto holds one more class out, and each of the 2 ID classes puts
+    # round(0.2 * 6) = 1 object in test.
+    for kind in ("probe", "baseline"):
+        metrics = folder_runs[kind].data.metrics
+        assert metrics["data/images/near_ood"] == 12 and metrics["data/objects/near_ood"] == 6
+        assert metrics["data/objects/test"] == 2
+        for key in (
+            "object/accuracy",
+            "ood/near/mahalanobis/object_auroc",
+            "ood/near/knn/object_auroc",
+            "ci_halfwidth/test/accuracy",
+            "ci_halfwidth/object/accuracy",
+            "ci_halfwidth/ood/near/mahalanobis/auroc",
+            "ci_halfwidth/ood/near/mahalanobis/object_auroc",
+        ):
+            assert 0.0 <= metrics[key] <= 1.0, (kind, key)

@@ -57,6 +57,11 @@ def test_metrics_have_the_documented_names_and_lie_in_unit_interval(probe_run):
         assert 0.0 <= metrics[key] <= 1.0, (key, metrics[key])
     per_class = [k for k in metrics if k.startswith("test/accuracy/")]
     assert len(per_class) == 5  # one per in-distribution class (10 - 3 ood - 2 ood_val)
+    # Fashion-MNIST has no object ids: CIs resample images, no object-level metrics.
+    assert 0.0 < metrics["ci_halfwidth/ood/near/mahalanobis/auroc"] < 0.5
+    assert 0.0 < metrics["ci_halfwidth/test/accuracy"] < 0.5
+    assert not [k for k in metrics if "object" in k]
+    assert metrics["data/images/near_ood"] > 0 and "data/objects/test" not in metrics
     assert "test/accuracy/T-shirt_top" in metrics  # '/' in a class name is made metric-safe
 
 
