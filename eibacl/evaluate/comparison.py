@@ -141,10 +141,13 @@ def table_csv(table: dict[str, dict[str, tuple[float, float]]]) -> str:
     return out.getvalue()
 
 
-def table_markdown(table: dict[str, dict[str, tuple[float, float]]], seeds: int) -> str:
+def table_markdown(
+    table: dict[str, dict[str, tuple[float, float]]], seeds: int, splits: int = 1
+) -> str:
     metrics = sorted({m for row in table.values() for m in row}, key=_metric_order)
     lines = [
-        f"Mean ± std over {seeds} seed(s); AUROC higher is better, FPR95 lower is better.",
+        f"Mean ± std over {seeds} seed(s) x {splits} split(s); AUROC higher is better, FPR95 "
+        "lower is better.",
         "",
         "| cell | " + " | ".join(metrics) + " |",
         "|---" * (len(metrics) + 1) + "|",
