@@ -128,14 +128,14 @@ def test_away_needs_guidance_past_one(scale):
 
 
 def test_volatile_parameters_are_marked_once_and_leave_the_reuse_key_alone():
-    """progress/device/resume/register change how a run computes, not what: marked on the
+    """progress/device/resume/register/workers change how a run computes, not what: marked on the
     field, they are what the reuse digest ignores; every other parameter changes it."""
     from eibacl import tracking
     from eibacl.config import VOLATILE_PARAMS, ProbeConfig, volatile_fields
 
     assert set(volatile_fields(PretrainConfig)) == {"device", "progress", "resume"}
     assert set(volatile_fields(ProbeConfig)) == {"device", "register"}
-    assert set(VOLATILE_PARAMS) == {"device", "progress", "resume", "register"}
+    assert set(VOLATILE_PARAMS) == {"device", "progress", "resume", "register", "workers"}
     params = dataclasses.asdict(PretrainConfig())
     digest = tracking.params_digest(params, code="git:x")
     for name, value in (("progress", False), ("device", "cuda"), ("resume", "abc")):
