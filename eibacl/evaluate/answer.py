@@ -32,7 +32,7 @@ NO_OBJECT_METRICS = (
 def object_metric(metric: str) -> str:
     """'ood/near/mahalanobis/auroc' -> 'ood/near/mahalanobis/object_auroc'."""
     head, _, last = metric.rpartition("/")
-    return f"{head}/object_{last}"
+    return f"{head}/object_{last}" if head else f"object_{last}"
 
 
 def _find(tests: list[dict], first: str, second: str, metric: str) -> dict | None:

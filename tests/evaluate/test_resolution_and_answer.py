@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from eibacl.evaluate.answer import ACCURACY, study_answer, verdict
+from eibacl.evaluate.answer import (
+    ACCURACY,
+    NO_OBJECT_METRICS,
+    OBJECT_ACCURACY,
+    study_answer,
+    verdict,
+)
 from eibacl.evaluate.comparison import CellRun, paired_comparisons
 from eibacl.evaluate.resolution import (
     detectable_effect,
@@ -122,3 +128,17 @@ def test_one_split_says_the_split_variance_is_not_measured():
     (row,) = metric_noise(_runs([0.01, 0.02, 0.03], [0.0, 0.0, 0.0]), (ACCURACY,))
     assert math.isnan(row["split_sd"]) and row["splits"] == 1
     assert "split-to-split variance is not measured" in resolution_markdown([row])
+
+
+def test_answer_reports_object_metrics_where_measured_and_says_once_when_absent():
+    runs = _runs([0.01, 0.02, 0.03], [0.0, 0.01, 0.0])
+    modes = ["none", "positives", "positives+negatives"]
+    without = study_answer(paired_comparisons(runs, (ACCURACY, "m")), ["supcon"], modes, "m")
+    assert without.count(NO_OBJECT_METRICS) == 1
+    for run in runs:  # object accuracy 0.1 above the image accuracy, per run
+        run.metrics |= {OBJECT_ACCURACY: run.metrics[ACCURACY] + 0.1, "object_m": 0.4}
+    tests = paired_comparisons(runs, (ACCURACY, OBJECT_ACCURACY, "m", "object_m"))
+    text = study_answer(tests, ["supcon"], modes, "m")
+    assert NO_OBJECT_METRICS not in text
+    assert "- supcon/positives vs supcon/none, object/accuracy: +2.00 pt" in text
+    assert "- supcon/positives+negatives vs supcon/none, object_m:" in text
