@@ -7,8 +7,12 @@ names, the caption) goes through `escape`. The tables need `\\usepackage{booktab
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 
-from eibacl.evaluate.comparison import effect_text
+import numpy as np
+
+from eibacl.evaluate.comparison import CellRun, effect_text, runs_by_cell
+from eibacl.evaluate.resolution import t_half_width
 
 # What a thesis table shows (the Markdown and CSV keep every metric): accuracy and the
 # OOD AUROCs, image- and object-level; columns a run lacks are left out.
@@ -55,10 +59,33 @@ def best_cells(table: dict[str, dict[str, tuple[float, float]]], metric: str) ->
     return {c for c, m in means.items() if m == best}
 
 
+def cell_intervals(runs: list[CellRun]) -> dict[str, dict[str, float]]:
+    """cell -> metric -> 95% CI half-width of the cell's mean: Student t over its runs (one
+    split) or over its per-split means (several: the split is the unit, as in the tests)."""
+    out: dict[str, dict[str, float]] = defaultdict(dict)
+    for cell, by_pair in runs_by_cell(runs).items():
+        for metric in LATEX_METRICS:
+            by_split: dict[int, list[float]] = defaultdict(list)
+            for (split, _), run in by_pair.items():
+                if metric in run.metrics:
+                    by_split[split].append(run.metrics[metric])
+            units = [float(np.mean(v)) for v in by_split.values()]
+            if len(by_split) == 1:
+                units = next(iter(by_split.values()))
+            if len(units) > 1:
+                out[cell][metric] = t_half_width(float(np.std(units, ddof=1)), len(units))
+    return dict(out)
+
+
 def table_latex(
-    table: dict[str, dict[str, tuple[float, float]]], caption: str, label: str = "tab:comparison"
+    table: dict[str, dict[str, tuple[float, float]]],
+    caption: str,
+    intervals: dict[str, dict[str, float]] | None = None,
+    label: str = "tab:comparison",
 ) -> str:
-    """One row per cell, one column per metric: mean ± sd, the best cell per column bold."""
+    """One row per cell, one column per metric: mean ± sd and the mean's 95% CI (where
+    `intervals` has it), the best cell per column bold."""
+    intervals = intervals or {}
     metrics = [m for m in LATEX_METRICS if any(m in row for row in table.values())]
     best = {m: best_cells(table, m) for m in metrics}
     lines = _begin(caption, label, "l" + "c" * len(metrics))
@@ -72,7 +99,11 @@ def table_latex(
                 continue
             mean, sd = row[m]
             text = f"{mean:.3f} $\\pm$ {sd:.3f}"
-            values.append(r"\textbf{" + text + "}" if cell in best[m] else text)
+            text = r"\textbf{" + text + "}" if cell in best[m] else text
+            half = intervals.get(cell, {}).get(m, math.nan)
+            if math.isfinite(half):
+                text += r" {\scriptsize " + f"[{mean - half:.3f}, {mean + half:.3f}]" + "}"
+            values.append(text)
         lines.append(" & ".join([escape(cell)] + values) + r" \\")
     return "\n".join(lines + _end()) + "\n"
 

@@ -27,7 +27,7 @@ from eibacl.evaluate.comparison import (
     table_markdown,
 )
 from eibacl.evaluate.evaluation import HEADLINE_NEAR_OOD
-from eibacl.evaluate.latex import paired_tests_latex, table_latex
+from eibacl.evaluate.latex import cell_intervals, paired_tests_latex, table_latex
 from eibacl.evaluate.plots import bar_chart_figure
 from eibacl.evaluate.resolution import metric_noise, resolution_markdown
 from eibacl.keys import key_part
@@ -120,7 +120,7 @@ def _log_outputs(
     caption = settings_caption(config, seeds, splits)
     tracking.log_text(table_csv(table), "comparison/table.csv")
     tracking.log_text(table_markdown(table, seeds, splits), "comparison/table.md")
-    tracking.log_text(table_latex(table, caption), "comparison/table.tex")
+    tracking.log_text(table_latex(table, caption, cell_intervals(runs)), "comparison/table.tex")
     tracking.log_text(paired_tests_markdown(tests), "comparison/paired_tests.md")
     tracking.log_text(paired_tests_latex(tests, caption), "comparison/paired_tests.tex")
     tracking.log_dict({"tests": tests}, "comparison/paired_tests.json")
@@ -148,7 +148,8 @@ def settings_caption(config: CompareConfig, seeds: int, splits: int) -> str:
         f"on {config.data} ({config.shots} shots per class at {config.image_size} px; near-OOD "
         f"classes {config.ood_classes}); encoder {config.encoder}, {config.epochs} epochs, "
         f"temperature {config.temperature}, alpha {config.alpha}, generator {config.generator}. "
-        f"Mean and sd over {seeds} seed(s) x {splits} split(s); best mean per column in bold."
+        f"Mean and sd over {seeds} seed(s) x {splits} split(s), [95% CI of the mean] (over "
+        "splits when there are several); best mean per column in bold."
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from eibacl.evaluate.comparison import CellRun, aggregate, paired_comparisons
-from eibacl.evaluate.latex import escape, paired_tests_latex, table_latex
+from eibacl.evaluate.latex import cell_intervals, escape, paired_tests_latex, table_latex
 
 CAPTION = "supcon vs ce, 50% of shots_per_class & 3 seeds"
 
@@ -49,7 +49,7 @@ def _body_rows(text: str) -> list[str]:
 def test_table_is_well_formed_with_one_row_per_cell_and_the_best_in_bold():
     runs = _runs()
     table = aggregate(runs)
-    tex = table_latex(table, CAPTION)
+    tex = table_latex(table, CAPTION, cell_intervals(runs))
     assert balanced(tex) and unescaped(tex, "_") == 0 and unescaped(tex, "%") == 0
     assert unescaped(tex, "&") == tex.count(" & ")  # only column separators
     for env in ("table", "tabular"):
@@ -59,7 +59,11 @@ def test_table_is_well_formed_with_one_row_per_cell_and_the_best_in_bold():
     assert len(rows) == 3 and all(row.endswith(r"\\") for row in rows)
     assert all(row.count(" & ") == 2 for row in rows)  # cell + accuracy + near knn AUROC
     assert r"supcon/positives+negatives & \textbf{0.860 $\pm$ 0.010}" in tex
-    assert r"supcon/none & 0.810 $\pm$ 0.010 & \textbf{0.701 $\pm$ 0.001}" in tex
+    # CI of the mean over 3 runs: t(2) = 4.3027 x sd / sqrt(3): 0.81 +- 0.0248, 0.701 +- 0.0025
+    assert (
+        r"supcon/none & 0.810 $\pm$ 0.010 {\scriptsize [0.785, 0.835]} & "
+        r"\textbf{0.701 $\pm$ 0.001} {\scriptsize [0.699, 0.703]} \\"
+    ) in tex
     assert r"50\% of shots\_per\_class \& 3 seeds" in tex
     assert "fpr95" not in tex
 
