@@ -625,6 +625,9 @@ class MainConfig(
     """`main`: generate -> pretrain -> probe -> baseline, nested under one parent run."""
 
 
+FOLDER_SPLITS = 5  # README "Repeated splits": t on 4 df where 2 splits give 1 and 3 give 2
+
+
 @dataclass
 class CompareParams:
     seeds: int = param(
@@ -637,6 +640,19 @@ class CompareParams:
         ",".join(SYNTHETIC_MODES),
         "Synthetic modes to compare, comma-separated (each as in `synthetic`).",
     )
+    splits: str = param(
+        "auto",
+        "Object-grouped splits every cell runs on (split_seed, split_seed+1, ...; each with its "
+        f"own synthetic set), the split a block of the paired tests: a number >= 1, or auto "
+        f"(1 for fashion-mnist, whose test set is fixed; {FOLDER_SPLITS} for folder data).",
+    )
+    workers: str = param(
+        "auto",
+        "Processes that run cells at once against the one store, one torch thread each: a "
+        "number from 1 to the grid's cell count, or auto (the usable CPU cores, at most the "
+        "cells; 1 on CUDA).",
+        volatile=True,
+    )
 
     def validate(self) -> None:
         _require(self.seeds >= 1, "seeds", self.seeds, "use seeds >= 1 (3 or more for tests)")
@@ -644,6 +660,39 @@ class CompareParams:
             _require(method in ("supcon", "ce"), "methods", self.methods, "use supcon and/or ce")
         for mode in self.modes.split(","):
             synthetic_components(mode, name="modes")
+        fix = f"use a number >= 1, or auto (1 for fashion-mnist, {FOLDER_SPLITS} for folder data)"
+        _require(_count_or_auto(self.splits), "splits", self.splits, fix)
+        _require(
+            _count_or_auto(self.workers), "workers", self.workers, "use a number >= 1, or auto"
+        )
+        cells = self.cell_count()
+        _require(
+            str(self.workers) == "auto" or int(self.workers) <= cells,
+            "workers",
+            self.workers,
+            f"the grid has {cells} cells (methods x modes x seeds x splits); use workers <= "
+            f"{cells}, or auto",
+        )
+
+    def split_count(self) -> int:
+        """`splits` resolved: auto is 1 for Fashion-MNIST, `FOLDER_SPLITS` for folder data."""
+        if str(self.splits) != "auto":
+            return int(self.splits)
+        return FOLDER_SPLITS if str(getattr(self, "data", "")).startswith("folder:") else 1
+
+    def cell_count(self) -> int:
+        return (
+            len(self.methods.split(","))
+            * len(self.modes.split(","))
+            * self.seeds
+            * (self.split_count())
+        )
+
+
+def _count_or_auto(value: Any) -> bool:
+    """'auto' or a whole number >= 1 (as text from the command line, or an int)."""
+    text = str(value).strip()
+    return text == "auto" or (text.isdigit() and int(text) >= 1)
 
 
 @dataclass

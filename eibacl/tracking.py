@@ -257,6 +257,7 @@ def start_run(
     from eibacl.version import code_version
 
     tags = (tags or {}) | {names.PROCESS_TAG: process_label(), names.CODE_TAG: code_version()}
+    adopted = _ADOPTED_PARENT if nested and run_id is None and active is None else None
     with mlflow.start_run(
         run_id=run_id,
         run_name=run_name,
@@ -264,6 +265,7 @@ def start_run(
         nested=nested,
         tags=tags,
         log_system_metrics=log_system_metrics,
+        parent_run_id=adopted,
     ) as run:
         distributed.broadcast_object(run.info.run_id)
         mark_experiment_kind(run.info.experiment_id)
@@ -297,6 +299,22 @@ def system_metrics_wanted(setting: str, device_type: str) -> bool:
     if device_type == "cuda" and importlib.util.find_spec("pynvml") is None:
         log.warning("system metrics without GPU metrics: pip install nvidia-ml-py for them")
     return True
+
+
+_ADOPTED_PARENT: str | None = None
+
+
+@contextmanager
+def children_of(parent_run_id: str) -> Iterator[None]:
+    """Nested runs started while this process has no active run become children of
+    `parent_run_id` (a run another process holds, e.g. `compare`'s in its worker processes),
+    as they would inside that process; the parent itself is neither resumed nor ended."""
+    global _ADOPTED_PARENT
+    previous, _ADOPTED_PARENT = _ADOPTED_PARENT, parent_run_id
+    try:
+        yield
+    finally:
+        _ADOPTED_PARENT = previous
 
 
 def process_label(pid: int | None = None) -> str:
@@ -500,11 +518,15 @@ def set_tags(tags: dict[str, Any]) -> None:
     mlflow.set_tags({k: str(v) for k, v in tags.items()})
 
 
-def log_figure(figure: Figure, artifact_file: str) -> None:
+def log_figure(figure: Figure, artifact_file: str, also: tuple[str, ...] = ()) -> None:
+    """Log `figure` as `artifact_file`, and as the same name with each suffix of `also`
+    (e.g. ('.pdf',) for a vector copy), then close it."""
     import matplotlib.pyplot as plt
 
     if distributed.is_primary():
         mlflow.log_figure(figure, artifact_file)
+        for suffix in also:
+            mlflow.log_figure(figure, str(Path(artifact_file).with_suffix(suffix)))
     plt.close(figure)
 
 

@@ -18,8 +18,21 @@ from eibacl.evaluate.comparison import effect_text
 from eibacl.evaluate.evaluation import HEADLINE_NEAR_OOD
 
 ACCURACY = "test/accuracy"
+OBJECT_ACCURACY = "object/accuracy"
 ACCURACY_MARGIN = 0.005  # 0.5 points: "without losing accuracy" means not worse than this
 ALPHA = 0.05
+
+
+NO_OBJECT_METRICS = (
+    "Object-level metrics (object/accuracy, ood/near/<scorer>/object_auroc) are absent: the "
+    "data source has no object ids, so every figure here is per image."
+)
+
+
+def object_metric(metric: str) -> str:
+    """'ood/near/mahalanobis/auroc' -> 'ood/near/mahalanobis/object_auroc'."""
+    head, _, last = metric.rpartition("/")
+    return f"{head}/object_{last}" if head else f"object_{last}"
 
 
 def _find(tests: list[dict], first: str, second: str, metric: str) -> dict | None:
@@ -38,8 +51,15 @@ def _figures(t: dict) -> str:
     return (
         f"{effect_text(metric, t['mean_diff'])} (95% CI [{effect_text(metric, t['ci_low'])}, "
         f"{effect_text(metric, t['ci_high'])}], p = {t['p_value']:.3g}, "
-        f"p_holm = {t.get('p_holm', math.nan):.3g}, {int(t['n'])} seeds)"
+        f"p_holm = {t.get('p_holm', math.nan):.3g}, {_sample(t)})"
     )
+
+
+def _sample(t: dict) -> str:
+    blocks = int(t.get("blocks", 1))
+    if blocks > 1:
+        return f"{int(t['n'])} (split, seed) pairs, {blocks} splits as blocks"
+    return f"{int(t['n'])} seeds"
 
 
 def verdict(t: dict | None) -> str:
@@ -109,7 +129,7 @@ def study_answer(
         for mode in modes:
             if mode == "none":
                 continue
-            for metric in (ACCURACY, headline):
+            for metric in (ACCURACY, OBJECT_ACCURACY, headline, object_metric(headline)):
                 t = _find(tests, f"{method}/none", f"{method}/{mode}", metric)
                 if t is not None and verdict(t) != "missing":
                     lines.append(
@@ -117,6 +137,8 @@ def study_answer(
                         f"({verdict(t)})."
                     )
         lines.append("")
+    if not any(t["metric"] == OBJECT_ACCURACY for t in tests):
+        lines += [NO_OBJECT_METRICS, ""]
     lines.append(
         f"Verdicts need a 95% CI that excludes zero and p_holm < {ALPHA} (Holm over the "
         "comparisons of one metric). Effects are second minus first; accuracy in points."

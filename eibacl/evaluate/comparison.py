@@ -1,8 +1,10 @@
-"""The study's comparison table: mean and spread per cell, and paired tests across seeds.
+"""The study's comparison table: mean and spread per cell, and paired tests across runs.
 
-A cell is (method, synthetic mode); its runs differ only in the training seed, and
-runs with the same seed share the split and the synthetic set, so differences between
-two cells are paired by seed.
+A cell is (method, synthetic mode); its runs differ in the training seed and, with
+`splits` > 1, in the object-grouped split (each split with its own synthetic set). Runs
+with the same (split, seed) share the split and the synthetic set, so differences between
+two cells are paired by (split, seed); with several splits the split is a block of the
+paired test (`stats.blocked_paired_test`).
 """
 
 from __future__ import annotations
@@ -16,17 +18,21 @@ from dataclasses import dataclass
 import numpy as np
 
 from eibacl.evaluate.multiple_testing import holm
-from eibacl.evaluate.stats import paired_test
+from eibacl.evaluate.stats import blocked_paired_test
 
 TABLE_METRICS = (
     "test/accuracy",
+    "object/accuracy",  # object-level metrics: only sources with object ids have them
     "ood/near/mahalanobis/auroc",
+    "ood/near/mahalanobis/object_auroc",
     "ood/near/knn/auroc",
+    "ood/near/knn/object_auroc",
     "ood/near/knn/fpr95",
     "ood/far/mahalanobis/auroc",
     "ood/far/knn/auroc",
     "ood/far/knn/fpr95",
     "ood/near/energy/auroc",
+    "ood/near/energy/object_auroc",
     "ood/near/energy/fpr95",
     "ood/far/energy/auroc",
     "ood/far/energy/fpr95",
@@ -44,10 +50,16 @@ class CellRun:
     seed: int
     metrics: dict[str, float]
     run_id: str = ""
+    split: int = 0  # the split_seed the run was trained on
 
     @property
     def cell(self) -> str:
         return f"{self.method}/{self.mode}"
+
+    @property
+    def pair(self) -> tuple[int, int]:
+        """What pairs two cells' runs: the same split and the same training seed."""
+        return (self.split, self.seed)
 
 
 def aggregate(
@@ -72,10 +84,9 @@ def paired_comparisons(
     runs: list[CellRun], metrics: tuple[str, ...] = TABLE_METRICS
 ) -> list[dict[str, float | str]]:
     """Every pair of modes within a method, and every pair of methods within a mode:
-    difference (second minus first), its confidence interval and p-value over seeds."""
-    by_cell: dict[str, dict[int, CellRun]] = defaultdict(dict)
-    for run in runs:
-        by_cell[run.cell][run.seed] = run
+    difference (second minus first), its confidence interval and p-value over the
+    (split, seed) pairs, the split as a block (`blocks`: number of splits)."""
+    by_cell = runs_by_cell(runs)
     methods = sorted({r.method for r in runs})
     modes = list(dict.fromkeys(r.mode for r in runs))
     pairs = [(f"{m}/{a}", f"{m}/{b}") for m in methods for a, b in itertools.combinations(modes, 2)]
@@ -86,15 +97,25 @@ def paired_comparisons(
     ]
     results = []
     for first, second in pairs:
-        seeds = sorted(set(by_cell.get(first, {})) & set(by_cell.get(second, {})))
+        keys = sorted(set(by_cell.get(first, {})) & set(by_cell.get(second, {})))
         for metric in metrics:
-            a = [by_cell[first][s].metrics.get(metric, np.nan) for s in seeds]
-            b = [by_cell[second][s].metrics.get(metric, np.nan) for s in seeds]
-            if not seeds or np.isnan(a).any() or np.isnan(b).any():
+            a = [by_cell[first][k].metrics.get(metric, np.nan) for k in keys]
+            b = [by_cell[second][k].metrics.get(metric, np.nan) for k in keys]
+            if not keys or np.isnan(a).any() or np.isnan(b).any():
                 continue
-            test = paired_test(np.array(a), np.array(b))
+            test = blocked_paired_test(a, b, [split for split, _ in keys])
             results.append({"first": first, "second": second, "metric": metric} | test)
     return with_holm(results)
+
+
+def runs_by_cell(runs: list[CellRun]) -> dict[str, dict[tuple[int, int], CellRun]]:
+    """cell -> (split, seed) -> run; a (split, seed) of one cell is counted once."""
+    by_cell: dict[str, dict[tuple[int, int], CellRun]] = defaultdict(dict)
+    for run in runs:
+        if run.pair in by_cell[run.cell]:
+            raise ValueError(f"{run.cell} has two runs for (split, seed) {run.pair}")
+        by_cell[run.cell][run.pair] = run
+    return by_cell
 
 
 def with_holm(results: list[dict]) -> list[dict]:
@@ -120,10 +141,13 @@ def table_csv(table: dict[str, dict[str, tuple[float, float]]]) -> str:
     return out.getvalue()
 
 
-def table_markdown(table: dict[str, dict[str, tuple[float, float]]], seeds: int) -> str:
+def table_markdown(
+    table: dict[str, dict[str, tuple[float, float]]], seeds: int, splits: int = 1
+) -> str:
     metrics = sorted({m for row in table.values() for m in row}, key=_metric_order)
     lines = [
-        f"Mean ± std over {seeds} seed(s); AUROC higher is better, FPR95 lower is better.",
+        f"Mean ± std over {seeds} seed(s) x {splits} split(s); AUROC higher is better, FPR95 "
+        "lower is better.",
         "",
         "| cell | " + " | ".join(metrics) + " |",
         "|---" * (len(metrics) + 1) + "|",
@@ -136,20 +160,23 @@ def table_markdown(table: dict[str, dict[str, tuple[float, float]]], seeds: int)
 
 def paired_tests_markdown(results: list[dict[str, float | str]]) -> str:
     lines = [
-        "Paired t-tests across seeds: difference = second - first with its 95% confidence "
-        "interval; `effect` is the difference in the metric's own units (accuracy in "
-        "percentage points); `p_holm` is Holm-Bonferroni adjusted over the comparisons of one "
-        "metric.",
+        "Paired t-tests over (split, seed) pairs: difference = second - first with its 95% "
+        "confidence interval; with several splits the split is a block (t on the per-split "
+        "mean differences, splits - 1 degrees of freedom); `effect` is the difference in the "
+        "metric's own units (accuracy in percentage points); `p_holm` is Holm-Bonferroni "
+        "adjusted over the comparisons of one metric; `n` pairs over `splits` splits.",
         "",
-        "| first | second | metric | effect | difference | 95% CI | p-value | p_holm | n |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| first | second | metric | effect | difference | 95% CI | p-value | p_holm | n | "
+        "splits |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         effect = effect_text(str(r["metric"]), float(r["mean_diff"]))
         lines.append(
             f"| {r['first']} | {r['second']} | {r['metric']} | {effect} | "
             f"{r['mean_diff']:+.4f} | [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}] | "
-            f"{r['p_value']:.3g} | {r.get('p_holm', np.nan):.3g} | {int(r['n'])} |"
+            f"{r['p_value']:.3g} | {r.get('p_holm', np.nan):.3g} | {int(r['n'])} | "
+            f"{int(r.get('blocks', 1))} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -46,3 +46,57 @@ def paired_test(a: ArrayLike, b: ArrayLike, confidence: float = 0.95) -> dict[st
         "p_value": p_value,
         "n": n,
     }
+
+
+def variance_components(values: ArrayLike, blocks: ArrayLike) -> dict[str, float]:
+    """Split-to-split and seed-to-seed variance of `values` grouped by `blocks` (splits).
+
+    The one-way random-effects model value = mu + a_split + e_seed, estimated by the ANOVA
+    method of moments: `seed_var` = the pooled within-split variance (SSW / (N - S)),
+    `split_var` = max(0, (MSB - seed_var) / n0) with MSB = SSB / (S - 1) and
+    n0 = (N - sum n_s^2 / N) / (S - 1) (= seeds per split when balanced). NaN where the
+    layout cannot tell (one split: no `split_var`; one seed per split: no `seed_var`).
+    """
+    x = np.asarray(values, dtype=np.float64).reshape(-1)
+    groups = np.asarray(blocks).reshape(-1)
+    if x.shape != groups.shape:
+        raise ValueError(f"values and blocks need equal lengths, got {x.size} and {groups.size}")
+    labels = list(dict.fromkeys(groups.tolist()))
+    parts = [x[groups == label] for label in labels]
+    n, s = x.size, len(parts)
+    nan = math.nan
+    ssw = sum(float(((p - p.mean()) ** 2).sum()) for p in parts)
+    seed_var = ssw / (n - s) if n > s else nan
+    split_var = nan
+    if s > 1 and math.isfinite(seed_var):
+        ssb = sum(p.size * (float(p.mean()) - float(x.mean())) ** 2 for p in parts)
+        n0 = (n - sum(p.size**2 for p in parts) / n) / (s - 1)
+        split_var = max(0.0, (ssb / (s - 1) - seed_var) / n0)
+    return {"split_var": split_var, "seed_var": seed_var, "splits": s, "n": n}
+
+
+def blocked_paired_test(
+    a: ArrayLike, b: ArrayLike, blocks: ArrayLike, confidence: float = 0.95
+) -> dict[str, float]:
+    """Paired test of b against a with the split as a block: pairs are (split, seed), and
+    the differences of one split share that split's objects, so they are not independent.
+
+    The model is d = mu + a_split + e (random split effect); the test is the Student t on
+    the per-split mean differences (S - 1 degrees of freedom), which for a balanced layout
+    is exactly the REML mixed-model inference on mu. With one block it is `paired_test`.
+    Returns `paired_test`'s keys (`n` = pairs) and `blocks` (splits).
+    """
+    x = np.asarray(a, dtype=np.float64).reshape(-1)
+    y = np.asarray(b, dtype=np.float64).reshape(-1)
+    groups = np.asarray(blocks).reshape(-1)
+    if not x.shape == y.shape == groups.shape:
+        raise ValueError(
+            f"paired samples and blocks need equal lengths, got {x.size}, {y.size}, {groups.size}"
+        )
+    labels = list(dict.fromkeys(groups.tolist()))
+    if len(labels) < 2:
+        return paired_test(x, y, confidence) | {"blocks": len(labels)}
+    d = y - x
+    means = np.array([d[groups == label].mean() for label in labels])
+    result = paired_test(np.zeros_like(means), means, confidence)
+    return result | {"n": int(d.size), "blocks": len(labels)}

@@ -1,18 +1,22 @@
-"""`compare`: the study's grid {SupCon, CE} x synthetic modes (`modes`) x seeds.
+"""`compare`: the study's grid {SupCon, CE} x synthetic modes (`modes`) x seeds x splits.
 
-All cells share the split (`split_seed`) and the synthetic set (generation has its own
-`generator_seed`), so results are paired by training seed. Finished cell runs with the
-same parameters are reused, so an interrupted comparison continues where it stopped.
+Every split (`split_seed`, `split_seed` + 1, ... for `splits`) has its own synthetic set
+(generation is keyed by the split: it learns from that split's training images); all
+cells of one split share it, so results are paired by (split, seed), the split a block of
+the paired tests. Cells run in `workers` processes against the one store. Finished cell
+runs with the same parameters are reused, so an interrupted comparison continues where it
+stopped.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 
 from eibacl import names, tracking
-from eibacl.config import CompareConfig, needs_synthetic_set
-from eibacl.evaluate.answer import study_answer
+from eibacl.config import CompareConfig, ConfigError, needs_synthetic_set
+from eibacl.evaluate.answer import NO_OBJECT_METRICS, OBJECT_ACCURACY, study_answer
 from eibacl.evaluate.comparison import (
     TABLE_METRICS,
     CellRun,
@@ -23,9 +27,11 @@ from eibacl.evaluate.comparison import (
     table_markdown,
 )
 from eibacl.evaluate.evaluation import HEADLINE_NEAR_OOD
+from eibacl.evaluate.latex import cell_intervals, paired_tests_latex, table_latex
 from eibacl.evaluate.plots import bar_chart_figure
 from eibacl.evaluate.resolution import metric_noise, resolution_markdown
 from eibacl.keys import key_part
+from eibacl.workflow.parallel import WorkerPool, auto_workers
 from eibacl.workflow.steps import (
     baseline_step,
     generate_step,
@@ -35,6 +41,15 @@ from eibacl.workflow.steps import (
 )
 
 log = logging.getLogger(__name__)
+CHART_METRICS = ("test/accuracy", HEADLINE_NEAR_OOD, "ood/near/knn/auroc", "ood/far/knn/auroc")
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    method: str
+    mode: str
+    split: int  # the split_seed
+    seed: int
 
 
 @dataclasses.dataclass
@@ -50,48 +65,92 @@ def compare(config: CompareConfig) -> CompareResult:
     methods = [m for m in config.methods.split(",") if m]
     modes = [m for m in config.modes.split(",") if m]
     seeds = [config.seed + i for i in range(config.seeds)]
+    splits = [config.split_seed + i for i in range(config.split_count())]
+    cells = [Cell(a, b, s, k) for s in splits for a in methods for b in modes for k in seeds]
+    workers = auto_workers(len(cells), config.device)
+    workers = workers if str(config.workers) == "auto" else int(config.workers)
+    generated = [s for s in splits if any(needs_synthetic_set(m) for m in modes)]
+    if generated and config.synthetic_set and len(splits) > 1:
+        raise ConfigError(
+            f"synthetic_set={config.synthetic_set} is one split's set, but splits={len(splits)} "
+            "needs one per split: leave synthetic_set empty (each split makes or reuses its own)"
+        )
+    generated = [] if config.synthetic_set else generated
+    quiet = config if workers == 1 else dataclasses.replace(config, progress=False)
     with tracking.start_run(run_name="compare", tags={names.ENTRY_TAG: "compare"}) as parent:
         tracking.log_params(dataclasses.asdict(config))
-        if any(needs_synthetic_set(mode) for mode in modes) and not config.synthetic_set:
-            generate_step(config)
-        runs: list[CellRun] = []
-        for method in methods:
-            for mode in modes:
-                for seed in seeds:
-                    run_id = _cell(config, method, mode, seed)
-                    runs.append(CellRun(method, mode, seed, run_metrics(run_id), run_id))
-                    tracking.set_tags({cell_tag(method, mode, seed): run_id})
+        log.info(
+            "compare: %d cells on %d split(s) in %d process(es)", len(cells), len(splits), workers
+        )
+        multi = len(splits) > 1
+
+        def tag(cell: Cell, run_id: str) -> None:
+            tracking.set_tags(
+                {cell_tag(cell.method, cell.mode, cell.seed, cell.split, multi): run_id}
+            )
+
+        with WorkerPool(workers, parent.info.run_id) as pool:
+            pool.map(functools.partial(generate_split, quiet), generated)
+            run_ids = pool.map(functools.partial(run_cell, quiet), cells, on_done=tag)
+        runs = [
+            CellRun(c.method, c.mode, c.seed, run_metrics(run_id), run_id, split=c.split)
+            for c, run_id in zip(cells, run_ids)
+        ]
         table = aggregate(runs)
         tests = paired_comparisons(runs)
         answer = study_answer(tests, methods, modes)
-        tracking.log_text(table_csv(table), "comparison/table.csv")
-        tracking.log_text(table_markdown(table, len(seeds)), "comparison/table.md")
-        tracking.log_text(paired_tests_markdown(tests), "comparison/paired_tests.md")
-        tracking.log_dict({"tests": tests}, "comparison/paired_tests.json")
-        tracking.log_text(
-            resolution_markdown(metric_noise(runs, TABLE_METRICS)), "comparison/resolution.md"
-        )
-        tracking.log_text(answer, "comparison/answer.md")
-        for metric in (
-            "test/accuracy",
-            HEADLINE_NEAR_OOD,
-            "ood/near/knn/auroc",
-            "ood/far/knn/auroc",
-        ):
-            if not any(metric in row for row in table.values()):
-                continue  # e.g. far-OOD metrics with far_ood=none
-            figure = bar_chart_figure(table, metric, title=f"{metric} (mean ± std over seeds)")
-            tracking.log_figure(figure, f"comparison/{metric.replace('/', '_')}.png")
-        tracking.log_metrics(
-            {
-                f"{cell_key(cell)}/{m}": mean
-                for cell, row in table.items()
-                for m, (mean, _) in row.items()
-            }
-        )
-        print(table_markdown(table, len(seeds)))
+        _log_outputs(config, runs, table, tests, answer, (len(seeds), len(splits)))
+        print(table_markdown(table, len(seeds), len(splits)))
         print(answer)
         return CompareResult(runs, table, tests, parent.info.run_id, answer)
+
+
+def _log_outputs(
+    config: CompareConfig,
+    runs: list[CellRun],
+    table: dict[str, dict[str, tuple[float, float]]],
+    tests: list[dict],
+    answer: str,
+    layout: tuple[int, int],
+) -> None:
+    """Every artifact of `comparison/`, and each cell's means as metrics of the parent."""
+    seeds, splits = layout
+    if not any(OBJECT_ACCURACY in run.metrics for run in runs):
+        log.warning(NO_OBJECT_METRICS)
+    caption = settings_caption(config, seeds, splits)
+    tracking.log_text(table_csv(table), "comparison/table.csv")
+    tracking.log_text(table_markdown(table, seeds, splits), "comparison/table.md")
+    tracking.log_text(table_latex(table, caption, cell_intervals(runs)), "comparison/table.tex")
+    tracking.log_text(paired_tests_markdown(tests), "comparison/paired_tests.md")
+    tracking.log_text(paired_tests_latex(tests, caption), "comparison/paired_tests.tex")
+    tracking.log_dict({"tests": tests}, "comparison/paired_tests.json")
+    noise = metric_noise(runs, TABLE_METRICS)
+    tracking.log_text(resolution_markdown(noise), "comparison/resolution.md")
+    tracking.log_text(answer, "comparison/answer.md")
+    for metric in CHART_METRICS:
+        if not any(metric in row for row in table.values()):
+            continue  # e.g. far-OOD metrics with far_ood=none
+        figure = bar_chart_figure(table, metric, title=f"{metric} (mean ± std over runs)")
+        tracking.log_figure(figure, f"comparison/{metric.replace('/', '_')}.png", also=(".pdf",))
+    tracking.log_metrics(
+        {
+            f"{cell_key(cell)}/{m}": mean
+            for cell, row in table.items()
+            for m, (mean, _) in row.items()
+        }
+    )
+
+
+def settings_caption(config: CompareConfig, seeds: int, splits: int) -> str:
+    """The settings a thesis table's caption names."""
+    return (
+        f"{config.methods.replace(',', ', ')} x synthetic modes {config.modes.replace(',', ', ')} "
+        f"on {config.data} ({config.shots} shots per class at {config.image_size} px; near-OOD "
+        f"classes {config.ood_classes}); encoder {config.encoder}, {config.epochs} epochs, "
+        f"temperature {config.temperature}, alpha {config.alpha}, generator {config.generator}. "
+        f"Mean and sd over {seeds} seed(s) x {splits} split(s), [95% CI of the mean] (over "
+        "splits when there are several); best mean per column in bold."
+    )
 
 
 def cell_key(cell: str) -> str:
@@ -99,14 +158,22 @@ def cell_key(cell: str) -> str:
     return "/".join(key_part(part) for part in cell.split("/"))
 
 
-def cell_tag(method: str, mode: str, seed: int) -> str:
-    """Tag naming one cell run, e.g. eibacl.cell.supcon.positives_negatives.0."""
-    return f"{names.CELL_TAG_PREFIX}{key_part(method)}.{key_part(mode)}.{seed}"
+def cell_tag(method: str, mode: str, seed: int, split: int = 0, multi: bool = False) -> str:
+    """Tag naming one cell run, e.g. eibacl.cell.supcon.positives_negatives.0 (one split),
+    eibacl.cell.supcon.positives_negatives.split1.0 (several)."""
+    where = f"split{split}." if multi else ""
+    return f"{names.CELL_TAG_PREFIX}{key_part(method)}.{key_part(mode)}.{where}{seed}"
 
 
-def _cell(config: CompareConfig, method: str, mode: str, seed: int) -> str:
-    changes = {"synthetic": mode, "seed": seed}
-    if method == "supcon":
+def generate_split(config: CompareConfig, split: int) -> str:
+    """Make (or reuse) the synthetic set of one split; returns the generate run's id."""
+    return generate_step(dataclasses.replace(config, split_seed=split))[0]
+
+
+def run_cell(config: CompareConfig, cell: Cell) -> str:
+    """Train and evaluate one cell (reusing a finished run); returns the evaluated run's id."""
+    changes = {"synthetic": cell.mode, "seed": cell.seed, "split_seed": cell.split}
+    if cell.method == "supcon":
         pretrain_run, _ = pretrain_step(config, **changes)
         probe_run, _ = probe_step(config, pretrain_run, register=False)
         return probe_run

@@ -8,11 +8,18 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from eibacl.evaluate.answer import ACCURACY, study_answer, verdict
+from eibacl.evaluate.answer import (
+    ACCURACY,
+    NO_OBJECT_METRICS,
+    OBJECT_ACCURACY,
+    study_answer,
+    verdict,
+)
 from eibacl.evaluate.comparison import CellRun, paired_comparisons
 from eibacl.evaluate.resolution import (
     detectable_effect,
     metric_noise,
+    resolution_markdown,
     seeds_needed,
     t_half_width,
 )
@@ -75,3 +82,63 @@ def test_verdict_needs_holm_too():
     assert verdict({"ci_low": -0.02, "ci_high": -0.01, "p_value": 0.01, "p_holm": 0.02}) == "lower"
     assert verdict(None) == "missing"
     assert verdict({"ci_low": np.nan, "ci_high": np.nan, "p_value": np.nan}) == "missing"
+
+
+def _split_runs() -> list[CellRun]:
+    """supcon/none: splits 0, 1, 2 hold [1, 3], [4, 6], [7, 9] (seeds 0, 1); positives adds
+    0, 1, 2 per split (a pure split effect on the paired difference)."""
+    none = {0: [1, 3], 1: [4, 6], 2: [7, 9]}
+    runs = []
+    for split, values in none.items():
+        for seed, value in enumerate(values):
+            runs.append(CellRun("supcon", "none", seed, {ACCURACY: value}, split=split))
+            runs.append(
+                CellRun("supcon", "positives", seed, {ACCURACY: value + split}, split=split)
+            )
+    return runs
+
+
+def test_metric_noise_splits_variance_into_split_and_seed_by_hand():
+    (row,) = metric_noise(_split_runs(), (ACCURACY,))
+    # none: seed_var 2, split means 2, 5, 8 -> MSB 18, split_var (18 - 2) / 2 = 8;
+    # positives: seed_var 2, split means 2, 6, 10 -> MSB 32, split_var (32 - 2) / 2 = 15.
+    assert row["seed_sd"] == pytest.approx(math.sqrt(2.0))
+    assert row["split_sd"] == pytest.approx(math.sqrt((8 + 15) / 2))
+    # differences [0, 0], [1, 1], [2, 2]: all split, no seed noise; split means sd 1.
+    assert row["paired_split_sd"] == pytest.approx(1.0) and row["paired_seed_sd"] == 0.0
+    assert row["paired_sd"] == pytest.approx(1.0)
+    assert (row["n"], row["splits"], row["seeds"]) == (3, 3, 2)
+    text = resolution_markdown([row])
+    assert "| test/accuracy | 3.3912 | 1.4142 | 85% | 1.0000 | 0.0000 | 100% |" in text
+    assert "splits for ±0.02" in text
+
+
+def test_paired_comparison_blocks_by_split_and_counts_a_pair_once():
+    (test,) = paired_comparisons(_split_runs(), (ACCURACY,))
+    # per-split mean differences 0, 1, 2: mean 1, sd 1, t on 2 df (3 splits), not 5
+    half = 4.302652729911275 / math.sqrt(3.0)
+    assert (test["n"], test["blocks"]) == (6, 3)
+    assert test["ci_low"] == pytest.approx(1 - half) and test["ci_high"] == pytest.approx(1 + half)
+    twice = _split_runs() + [CellRun("supcon", "none", 0, {ACCURACY: 0.0}, split=0)]
+    with pytest.raises(ValueError, match=r"supcon/none has two runs for \(split, seed\) \(0, 0\)"):
+        paired_comparisons(twice, (ACCURACY,))
+
+
+def test_one_split_says_the_split_variance_is_not_measured():
+    (row,) = metric_noise(_runs([0.01, 0.02, 0.03], [0.0, 0.0, 0.0]), (ACCURACY,))
+    assert math.isnan(row["split_sd"]) and row["splits"] == 1
+    assert "split-to-split variance is not measured" in resolution_markdown([row])
+
+
+def test_answer_reports_object_metrics_where_measured_and_says_once_when_absent():
+    runs = _runs([0.01, 0.02, 0.03], [0.0, 0.01, 0.0])
+    modes = ["none", "positives", "positives+negatives"]
+    without = study_answer(paired_comparisons(runs, (ACCURACY, "m")), ["supcon"], modes, "m")
+    assert without.count(NO_OBJECT_METRICS) == 1
+    for run in runs:  # object accuracy 0.1 above the image accuracy, per run
+        run.metrics |= {OBJECT_ACCURACY: run.metrics[ACCURACY] + 0.1, "object_m": 0.4}
+    tests = paired_comparisons(runs, (ACCURACY, OBJECT_ACCURACY, "m", "object_m"))
+    text = study_answer(tests, ["supcon"], modes, "m")
+    assert NO_OBJECT_METRICS not in text
+    assert "- supcon/positives vs supcon/none, object/accuracy: +2.00 pt" in text
+    assert "- supcon/positives+negatives vs supcon/none, object_m:" in text
