@@ -27,4 +27,11 @@ fi
 # shellcheck disable=SC1091
 source .venv/bin/activate
 export PIP_DISABLE_PIP_VERSION_CHECK=1
-python -m pip install -q -e ".[dev,tested,fashion,sd]"  # pins and extras: pyproject.toml
+# pins and extras: pyproject.toml. Installed again only when it changed (pip's resolver
+# alone takes minutes on a busy machine, and run.sh sources this file every time).
+STAMP=.venv/.eibacl-installed
+WANT="$(python --version) $(sha256sum pyproject.toml | cut -d' ' -f1)"
+if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
+  python -m pip install -q -e ".[dev,tested,fashion,sd]"
+  echo "$WANT" > "$STAMP"
+fi
