@@ -272,7 +272,11 @@ class GenerateConfig:
     generator_seed: int = param(
         0, "Seed of generator training and of every variant (independent of the training seed)."
     )
-    use_masks: bool = param(True, "Inpaint the object region when the data has masks (SD).")
+    use_masks: bool = param(
+        True,
+        "Inpaint the object region when the data has masks (SD; needs an inpainting "
+        "checkpoint, a 9-channel UNet).",
+    )
     mask_dilation: int = param(
         8,
         "Pixels (at the generator's size) the object mask grows by on each side before "

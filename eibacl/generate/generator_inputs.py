@@ -12,7 +12,7 @@ images (bilinear, antialiased).
 Memory stays bounded: the crops are written once to a content-addressed cache
 (`<cache>/generator_sources/<key>/`, keyed like the data cache by the source files, the
 training ids and the size) and read back memory-mapped, so only the batches in use are
-in memory.
+in memory (the masks are grown when written, so they stay on disk too).
 """
 
 from __future__ import annotations
@@ -91,23 +91,20 @@ def load_generator_inputs(
 ) -> GeneratorInputs:
     """The training images at `size` px with their masks (cached; see the module text)."""
     spec = str(data.split.params.get("data", "fashion-mnist"))
-    folder = _cache_folder(data, spec, size)
+    folder = _cache_folder(data, spec, size, mask_dilation)
     if not (folder / "COMPLETE").is_file():
-        _write(folder, data, spec, size)
+        _write(folder, data, spec, size, mask_dilation)
     meta = json.loads((folder / "meta.json").read_text())
     images = torch.from_numpy(np.load(folder / "images.npy", mmap_mode="c"))
-    masks, kind = None, "none"
-    if use_masks and meta["has_file_masks"]:
-        masks, kind = torch.from_numpy(np.load(folder / "masks.npy", mmap_mode="c")), "file"
-    elif use_masks and not spec.startswith("folder:"):
-        masks, kind = threshold_masks(images), "threshold"
-    if masks is not None:
-        masks = dilate(masks, mask_dilation)
+    kind = meta["mask_kind"] if use_masks else "none"
+    masks = None
+    if kind != "none":
+        masks = torch.from_numpy(np.load(folder / "masks.npy", mmap_mode="c"))
     unmasked = meta["unmasked"] if kind == "file" else 0
     return GeneratorInputs(images, masks, kind, size, int(meta["native_px"]), unmasked)
 
 
-def _cache_folder(data: TrainingData, spec: str, size: int) -> Path:
+def _cache_folder(data: TrainingData, spec: str, size: int, mask_dilation: int) -> Path:
     parts = {
         "v": _VERSION,
         "data": data.split.source_fingerprint,
@@ -115,6 +112,7 @@ def _cache_folder(data: TrainingData, spec: str, size: int) -> Path:
         "masks": str(data.split.params.get("masks", "auto")),
         "train": data.split.train,
         "size": size,
+        "dilation": mask_dilation,
         "channels": data.imageset.channels,
     }
     key = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
@@ -134,9 +132,9 @@ def _file_stats(spec: str) -> list:
     return stats
 
 
-def _write(folder: Path, data: TrainingData, spec: str, size: int) -> None:
-    """Decode the training images one at a time into memory-mapped files, then mark the
-    folder complete (an interrupted write is redone)."""
+def _write(folder: Path, data: TrainingData, spec: str, size: int, dilation: int) -> None:
+    """Decode the training images one at a time into memory-mapped files, masks grown by
+    `dilation`, then mark the folder complete (an interrupted write is redone)."""
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -144,9 +142,10 @@ def _write(folder: Path, data: TrainingData, spec: str, size: int) -> None:
     images = np.lib.format.open_memmap(tmp / "images.npy", "w+", np.uint8, (n, c, size, size))
     masks = np.lib.format.open_memmap(tmp / "masks.npy", "w+", np.uint8, (n, 1, size, size))
     if spec.startswith("folder:"):
-        meta = _decode_folder(Path(spec[len("folder:") :]).expanduser(), data, size, images, masks)
+        root = Path(spec[len("folder:") :]).expanduser()
+        meta = _decode_folder(root, data, size, images, masks, dilation)
     else:
-        meta = _decode_native(spec, data, size, images)
+        meta = _decode_native(spec, data, size, images, masks, dilation)
     images.flush()
     masks.flush()
     del images, masks
@@ -156,19 +155,23 @@ def _write(folder: Path, data: TrainingData, spec: str, size: int) -> None:
     tmp.rename(folder)
 
 
-def _decode_native(spec: str, data: TrainingData, size: int, out: np.ndarray) -> dict:
-    """Sources without files of their own (Fashion-MNIST): the native images, resized."""
+def _decode_native(
+    spec: str, data: TrainingData, size: int, out: np.ndarray, masks: np.ndarray, dilation: int
+) -> dict:
+    """Sources without files of their own (Fashion-MNIST): the native images, resized, and
+    their non-black pixels as masks (objects on a black background)."""
     native = load_source(spec, FASHION_MNIST_PX, cache_dir())
     index = native.index_of()
     rows = torch.tensor([index[i] for i in data.split.train], dtype=torch.long)
-    for lo in range(0, len(rows), 256):
-        batch = native.images[rows[lo : lo + 256]]
-        out[lo : lo + len(batch)] = resize_uint8(batch, size).numpy()
-    return {"native_px": FASHION_MNIST_PX, "has_file_masks": False, "unmasked": 0}
+    for lo in range(0, len(rows), 64):
+        batch = resize_uint8(native.images[rows[lo : lo + 64]], size)
+        out[lo : lo + len(batch)] = batch.numpy()
+        masks[lo : lo + len(batch)] = dilate(threshold_masks(batch), dilation).numpy()
+    return {"native_px": FASHION_MNIST_PX, "mask_kind": "threshold", "unmasked": 0}
 
 
 def _decode_folder(
-    root: Path, data: TrainingData, size: int, images: np.ndarray, masks: np.ndarray
+    root: Path, data: TrainingData, size: int, images: np.ndarray, masks: np.ndarray, dilation: int
 ) -> dict:
     """Folder data: each training file decoded again at `size`, with its mask file."""
     rows = {row["path"]: row for row in list_entries(root)}
@@ -187,12 +190,15 @@ def _decode_folder(
         if data.imageset.channels == 1:
             pixels = pixels.float().mean(dim=1, keepdim=True).round().to(torch.uint8)
         images[i] = pixels[0].numpy()
-        masks[i, 0] = 1 if mask is None else mask
+        if mask is None:
+            masks[i, 0] = 1
+        else:
+            grown = dilate(torch.from_numpy(mask[None, None].astype(np.uint8)), dilation)
+            masks[i] = grown[0].numpy()
         unmasked += mask is None
         sides.append(side)
-    has_masks = unmasked < len(sides)
     return {
         "native_px": int(np.median(sides)) if sides else size,
-        "has_file_masks": has_masks,
+        "mask_kind": "file" if unmasked < len(sides) else "none",
         "unmasked": unmasked,
     }

@@ -46,11 +46,20 @@ def test_balanced_picks_cycle_through_the_classes():
     assert labels[picks].tolist() == [1, 2, 0, 1, 2, 0]
 
 
-def test_all_tokens_train_in_one_loop_with_latents_encoded_once():
+def test_all_tokens_train_in_one_loop_with_latents_encoded_once(monkeypatch):
     comps = build_tiny_sd_components()
     images, labels = _images()
     encodes = _Counter(comps["vae"], "encode")
     unet_calls = _Counter(comps["unet"], "forward")
+    optimisers = []
+
+    class CountingAdamW(torch.optim.AdamW):
+        def __init__(self, params, **kwargs):
+            params = list(params)
+            optimisers.append(params)
+            super().__init__(params, **kwargs)
+
+    monkeypatch.setattr(torch.optim, "AdamW", CountingAdamW)
     before = comps["text_encoder"].get_input_embeddings().weight.detach().clone()
     result = train_textual_inversion(
         comps, images, labels, CLASSES, steps=3, batch_size=2, progress=False
@@ -58,6 +67,8 @@ def test_all_tokens_train_in_one_loop_with_latents_encoded_once():
     # 3 classes, micro-batches of 2: ceil(3 / 2) = 2 micro-batches per step, every class in
     # each step; one loop of 3 steps, not 3 classes x 3 steps
     assert len(result.losses) == 3 and result.micro_batches == 6
+    embedding = comps["text_encoder"].get_input_embeddings().weight
+    assert len(optimisers) == 1 and optimisers[0] == [embedding]  # one optimiser, every row
     assert unet_calls.calls == 6 and unet_calls.images == 12
     # 9 images and their flips encoded once, in batches of 8: 2 calls, 18 images
     assert encodes.calls == 2 and encodes.images == 18
