@@ -16,7 +16,8 @@ depend on the weights; bench/bench_sd.py does the same), in memory. Stages, each
   img2img   one variant per training image at strength 0.5 (--inference-steps), resized to
             image_size and written as PNG, like `generate`
   inpaint   the same inpainting the mask regions, on a 9-channel (inpainting) UNet
-  pretrain  SupCon on resnet50 at 224 px (--epochs), through the pretrain entry point
+  pretrain  SupCon on resnet50 at 224 px (--epochs, default 20 over the 240 training
+            images), through the pretrain entry point
 
 Each stage prints images/s (steps/s for ti), its seconds and the peak GPU memory; the end
 prints where the time went. MLflow runs and caches go to a temporary folder.
@@ -295,7 +296,7 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=224, help="the encoder's side")
     parser.add_argument("--pretrain-size", type=int, default=224)
     parser.add_argument("--pretrain-batch", type=int, default=128)
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=20, help="pretrain epochs (240 images)")
     args = parser.parse_args()
     if args.tiny:
         args.classes, args.ti_steps, args.inference_steps, args.batch = 3, 2, 2, 4
