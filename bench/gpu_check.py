@@ -68,7 +68,8 @@ def stage(name: str, device: torch.device, fn: Callable[[], tuple[float, str]]) 
     rate = f"{count / seconds:.2f} {unit}/s" if count else unit
     RESULTS.append((name, seconds, rate, peak))
     gpu = f", peak GPU memory {peak:.1f} GiB" if device.type == "cuda" else ""
-    print(f"[{name}] {rate} ({count:g} in {seconds:.1f} s{gpu})", flush=True)
+    done = f"{count:g} in {seconds:.1f} s" if count else f"{seconds:.1f} s"
+    print(f"[{name}] {rate} ({done}{gpu})", flush=True)
     return value[0] if value else None
 
 
