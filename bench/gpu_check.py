@@ -16,7 +16,8 @@ depend on the weights; bench/bench_sd.py does the same), in memory. Stages, each
   img2img   one variant per training image at strength 0.5 (--inference-steps), resized to
             image_size and written as PNG, like `generate`
   inpaint   the same inpainting the mask regions, on a 9-channel (inpainting) UNet
-  pretrain  SupCon on resnet50 at 224 px (--epochs), through the pretrain entry point
+  pretrain  SupCon on resnet50 at 224 px (--epochs, default 20 over the 240 training
+            images), through the pretrain entry point
 
 Each stage prints images/s (steps/s for ti), its seconds and the peak GPU memory; the end
 prints where the time went. MLflow runs and caches go to a temporary folder.
@@ -67,7 +68,8 @@ def stage(name: str, device: torch.device, fn: Callable[[], tuple[float, str]]) 
     rate = f"{count / seconds:.2f} {unit}/s" if count else unit
     RESULTS.append((name, seconds, rate, peak))
     gpu = f", peak GPU memory {peak:.1f} GiB" if device.type == "cuda" else ""
-    print(f"[{name}] {rate} ({count:g} in {seconds:.1f} s{gpu})", flush=True)
+    done = f"{count:g} in {seconds:.1f} s" if count else f"{seconds:.1f} s"
+    print(f"[{name}] {rate} ({done}{gpu})", flush=True)
     return value[0] if value else None
 
 
@@ -295,7 +297,7 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=224, help="the encoder's side")
     parser.add_argument("--pretrain-size", type=int, default=224)
     parser.add_argument("--pretrain-batch", type=int, default=128)
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=20, help="pretrain epochs (240 images)")
     args = parser.parse_args()
     if args.tiny:
         args.classes, args.ti_steps, args.inference_steps, args.batch = 3, 2, 2, 4

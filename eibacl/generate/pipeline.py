@@ -359,27 +359,7 @@ def ensure_synthetic_set(
     folder = key.directory(cache_dir() / "synthetic")
     reused = is_complete(folder)
     if not reused:
-        generate_synthetic_set(
-            backend,
-            inputs.images,
-            data.train_y,
-            data.split.train,
-            list(data.split.id_classes),
-            num_synthetic=config.num_synthetic,
-            strengths=strength_list(config.strength),
-            num_near_ood=config.num_near_ood,
-            near_ood_recipes=recipes,
-            guidance_scale=config.guidance_scale,
-            seed=config.generator_seed,
-            out_dir=folder,
-            progress=progress,
-            masks=inputs.masks if _use_masks(config) else None,
-            key=key,
-            across_ranks=distributed.world_size() > 1,  # torchrun: each rank a share
-            recipe_params=recipe_params(config),
-            sources=sources_settings(config),
-            output_size=data.imageset.image_size,
-        )
+        _make_set(config, data, backend, inputs, key, folder, progress)
     synthetic = SyntheticSet.open(folder)
     kinds = synthetic.kinds
     counts = {
@@ -398,6 +378,39 @@ def ensure_synthetic_set(
         generator_dir,
         generator_reused,
         inputs=inputs,
+    )
+
+
+def _make_set(
+    config: GenerateConfig,
+    data: TrainingData,
+    backend: GeneratorBackend,
+    inputs: GeneratorInputs,
+    key: SyntheticSetKey,
+    folder: Path,
+    progress: bool,
+) -> None:
+    """Make (or finish) the set from the generator's inputs; variants at image_size."""
+    generate_synthetic_set(
+        backend,
+        inputs.images,
+        data.train_y,
+        data.split.train,
+        list(data.split.id_classes),
+        num_synthetic=config.num_synthetic,
+        strengths=strength_list(config.strength),
+        num_near_ood=config.num_near_ood,
+        near_ood_recipes=parse_recipes(config.near_ood_recipes),
+        guidance_scale=config.guidance_scale,
+        seed=config.generator_seed,
+        out_dir=folder,
+        progress=progress,
+        masks=inputs.masks if _use_masks(config) else None,
+        key=key,
+        across_ranks=distributed.world_size() > 1,  # torchrun: each rank a share
+        recipe_params=recipe_params(config),
+        sources=sources_settings(config),
+        output_size=data.imageset.image_size,
     )
 
 

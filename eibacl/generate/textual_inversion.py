@@ -19,11 +19,12 @@ per class holding ``learned_embeds.safetensors`` = ``{token: tensor(num_vectors,
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -357,29 +358,13 @@ def train_textual_inversion(
     all_ids = add_placeholder_tokens(tokenizer, text_encoder, all_tokens, init_word)
     class_ids = [all_ids[k * num_vectors : (k + 1) * num_vectors] for k in range(len(class_names))]
     start = time.perf_counter()
-    cache = encode_latents(
-        vae,
-        images,
-        res,
-        masks=masks,
-        inpainting=unet.config.in_channels == 9,
-        progress=progress,
-    )
+    inpainting = unet.config.in_channels == 9
+    cache = encode_latents(vae, images, res, masks=masks, inpainting=inpainting, progress=progress)
     encode_seconds = time.perf_counter() - start
-    losses, seconds = _optimise(
-        comps,
-        cache,
-        labels,
-        _prompt_ids(tokenizer, class_tokens, num_vectors),
-        all_ids,
-        steps=steps,
-        lr=lr,
-        batch_size=batch_size,
-        seed=seed,
-        progress=progress,
-        weight_decay=weight_decay,
-        flip=flip,
-    )
+    prompts = _prompt_ids(tokenizer, class_tokens, num_vectors)
+    settings = dict(steps=steps, lr=lr, batch_size=batch_size, seed=seed, progress=progress)
+    settings |= dict(weight_decay=weight_decay, flip=flip)
+    losses, seconds = _optimise(comps, cache, labels, prompts, all_ids, **settings)
     weight = text_encoder.get_input_embeddings().weight
     embeddings = {
         tok: weight[ids].detach().float().cpu().clone() for tok, ids in zip(class_tokens, class_ids)
@@ -403,9 +388,17 @@ def _optimise(
     **kw: Any,
 ) -> tuple[list[float], float]:
     """The one loop over every class token; returns the per-step losses and its seconds."""
-    text_encoder, vae, unet = comps["text_encoder"], comps["vae"], comps["unet"]
     k = len(prompt_ids)  # one prompt per class
     accum = math.ceil(k / max(1, kw["batch_size"])) if k else 0
+    with _embeddings_trainable(comps) as weight:
+        return _loop(comps, cache, labels, prompt_ids, trained_ids, weight, k, accum, **kw)
+
+
+@contextlib.contextmanager
+def _embeddings_trainable(comps: dict[str, Any]) -> Iterator[torch.Tensor]:
+    """Everything frozen but the text encoder's embedding matrix (yielded), in eval mode;
+    the modes, dtype and gradients are put back afterwards."""
+    text_encoder, vae, unet = comps["text_encoder"], comps["vae"], comps["unet"]
     # Train the embedding matrix in float32 even when the pipeline runs in half precision;
     # a half -> float -> half round trip leaves the untouched rows bit-identical.
     te_dtype = text_encoder.dtype
@@ -417,6 +410,29 @@ def _optimise(
     modes = (vae.training, unet.training, text_encoder.training)
     for module in (vae, unet, text_encoder):
         module.eval()  # CLIP's dropout is 0; eval keeps any other stochastic layer off
+    try:
+        yield weight
+    finally:
+        weight.requires_grad_(False)
+        weight.grad = None
+        text_encoder.to(dtype=te_dtype)
+        for module, mode in zip((vae, unet, text_encoder), modes):
+            module.train(mode)
+
+
+def _loop(
+    comps: dict[str, Any],
+    cache: LatentCache,
+    labels: torch.Tensor,
+    prompt_ids: torch.Tensor,
+    trained_ids: list[int],
+    weight: torch.Tensor,
+    k: int,
+    accum: int,
+    **kw: Any,
+) -> tuple[list[float], float]:
+    """Each step: `accum` balanced micro-batches, one optimiser step, the other rows put back."""
+    unet = comps["unet"]
     keep = torch.ones(weight.shape[0], dtype=torch.bool, device=weight.device)
     keep[trained_ids] = False
     snapshot = weight.detach().clone()
@@ -453,11 +469,6 @@ def _optimise(
             bar.set_postfix(loss=f"{total:.4f}")
     finally:
         bar.close()
-        weight.requires_grad_(False)
-        weight.grad = None
-        text_encoder.to(dtype=te_dtype)
-        for module, mode in zip((vae, unet, text_encoder), modes):
-            module.train(mode)
     return losses, time.perf_counter() - start
 
 
