@@ -100,3 +100,28 @@ def test_conda_env_installs_what_the_main_job_needs():
     assert set(["tested", "fashion"]) <= set(project["optional-dependencies"])
     setup = (ROOT / "scripts/setup.sh").read_text()
     assert '".[dev,tested,fashion,sd]"' in setup
+
+
+# the one-way data flow of DESIGN.md: data -> generate -> train (data reads evaluate's
+# EvalSets, a plain container, so evaluate is not forbidden there)
+LOWER_LAYERS_MUST_NOT_IMPORT = {
+    "data": ("eibacl.generate", "eibacl.train", "eibacl.workflow"),
+    "generate": ("eibacl.train", "eibacl.workflow"),
+}
+
+
+@pytest.mark.parametrize("package", sorted(LOWER_LAYERS_MUST_NOT_IMPORT))
+def test_lower_layers_never_import_the_layers_above(package):
+    forbidden = LOWER_LAYERS_MUST_NOT_IMPORT[package]
+    offenders = []
+    for path in sorted((ROOT / "eibacl" / package).rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            offenders += [
+                f"{path.relative_to(ROOT)}: {name}" for name in names if name.startswith(forbidden)
+            ]
+    assert not offenders, offenders

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from eibacl.device import autocast
 from eibacl.generate.backend import mix_rows, validate_img2img_inputs, validate_strength
-from eibacl.train.schedule import warmup_cosine_factor
+from eibacl.lr_schedule import warmup_cosine_factor
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"

@@ -95,7 +95,7 @@ def generator_key(config: GenerateConfig, data: TrainingData) -> str:
         "train": hashlib.sha256("\n".join(data.split.train).encode()).hexdigest(),
         "classes": data.split.id_classes,
         "image_size": data.imageset.image_size,
-        "version": 1,
+        "version": 2,  # v2: the DDPM's lr follows eibacl.lr_schedule (warm-up, then cosine)
     }
     size = _work_size(config, data)
     if size != data.imageset.image_size:  # keys of generators at the image size unchanged
