@@ -50,11 +50,11 @@ def object_labels(labels: np.ndarray, groups: Sequence[str]) -> np.ndarray:
     names, inverse = object_index(groups)
     out = np.full(len(names), -1, dtype=np.int64)
     out[inverse] = labels
-    mixed = [names[o] for o in np.unique(inverse) if np.any(labels[inverse == o] != out[o])]
-    if mixed:
+    mixed = np.flatnonzero(labels != out[inverse])
+    if mixed.size:
         raise ValueError(
-            f"object {mixed[0]!r} has views with different labels: one object, one class "
-            "(check the object ids of the data)"
+            f"object {names[inverse[mixed[0]]]!r} has views with different labels: one "
+            "object, one class (check the object ids of the data)"
         )
     return out
 
