@@ -3,10 +3,12 @@
     python bench/bench_split_variance.py                        # 5 splits x 2 seeds
     python bench/bench_split_variance.py --splits 3 --seeds 3 --epochs 10
 
-Makes the README's folder case (10 part classes x 12 objects x 3 views, masks; 3 classes
-held out, `bench_folder_main.make_folder`), runs `compare` with SupCon on the modes `none`
-and `features` (no generator: the split's effect alone) on N object-grouped splits, and
-prints `comparison/resolution.md`: the split sd, seed sd and the split's share per metric.
+Makes the README's folder case (10 part classes x 12 objects x 3 views, masks;
+`bench_folder_main.make_folder`) with 3 near-OOD classes and 1 validation-OOD class held out
+by name, so every split keeps the same classes and moves only objects; runs `compare` with
+SupCon on the modes `none` and `features` (no generator: the split's effect alone) on N
+object-grouped splits, and prints `comparison/resolution.md`: the split sd, seed sd and the
+split's share per metric.
 """
 
 from __future__ import annotations
@@ -42,7 +44,8 @@ def main(argv: list[str]) -> None:
     data = make_folder(folder / "parts")
     config = CompareConfig(
         data=f"folder:{data}",
-        ood_classes="3",
+        ood_classes="Teil disc grün,Teil ring grün,Teil square grün",  # named: the split
+        ood_val_classes="Teil frame grün",  # seed then moves objects only, not classes
         shots=18,
         val_per_class=9,
         image_size=32,

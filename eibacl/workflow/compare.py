@@ -67,8 +67,8 @@ def compare(config: CompareConfig) -> CompareResult:
     seeds = [config.seed + i for i in range(config.seeds)]
     splits = [config.split_seed + i for i in range(config.split_count())]
     cells = [Cell(a, b, s, k) for s in splits for a in methods for b in modes for k in seeds]
-    workers = auto_workers(len(cells), config.device)
-    workers = workers if str(config.workers) == "auto" else int(config.workers)
+    auto = str(config.workers) == "auto"
+    workers = auto_workers(len(cells), config.device) if auto else int(config.workers)
     generated = [s for s in splits if any(needs_synthetic_set(m) for m in modes)]
     if generated and config.synthetic_set and len(splits) > 1:
         raise ConfigError(

@@ -107,20 +107,35 @@ def _start_worker(tracking_uri: str, experiment_id: str) -> None:
     logging.basicConfig(level=logging.INFO, format=f"[worker {os.getpid()}] %(message)s")
 
 
+_BUSY = False  # a worker is running a step (its SIGTERM must end that step's run first)
+
+
 def _in_worker(function: Callable[[Any], str], item: Any, parent_run_id: str) -> str:
-    with tracking.children_of(parent_run_id):
-        return function(item)
+    global _BUSY
+    _BUSY = True
+    try:
+        with tracking.children_of(parent_run_id):
+            return function(item)
+    except KeyboardInterrupt:
+        # Ctrl-C or SIGTERM: the step's run has ended as KILLED on the way here; a worker
+        # told to stop exits instead of taking the next step (or waiting on a dead parent)
+        os._exit(130)
+    finally:
+        _BUSY = False
 
 
 def _end_with_parent() -> None:
-    """SIGTERM this worker when the parent process dies (even by kill -9), and end its run
-    on SIGTERM as KILLED, like Ctrl-C: an orphan never finishes a cell that the rerun
-    is running again. Linux only (prctl); elsewhere orphans finish their current cell."""
+    """SIGTERM this worker when the parent process dies (even by kill -9); on SIGTERM a busy
+    worker ends its run as KILLED, like Ctrl-C, and exits (an orphan never finishes a cell
+    that the rerun is running again), an idle one exits at once. Linux only (prctl);
+    elsewhere orphans finish their current cell."""
     import signal
 
     from eibacl.cli import Terminated
 
     def terminated(signum: int, frame: object) -> None:
+        if not _BUSY:
+            os._exit(128 + signum)  # idle: nothing to end, and the queue may never answer
         raise Terminated(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, terminated)

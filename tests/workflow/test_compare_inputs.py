@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import mlflow
 import pytest
 
@@ -72,3 +79,48 @@ def test_runs_started_in_a_worker_become_children_of_the_parent(fresh_experiment
     with tracking.start_run(run_name="later", nested=True) as later:
         pass
     assert "mlflow.parentRunId" not in tracking.get_run(later.info.run_id).data.tags
+
+
+POOL_CHILD = """
+import time
+from eibacl.workflow.parallel import WorkerPool
+with WorkerPool(2, "no-parent-run") as pool:
+    pool.map(time.sleep, [300, 301])
+"""
+
+
+def _children(pid: int) -> set[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return {int(p) for p in path.read_text().split()} if path.exists() else set()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc")
+def test_workers_end_when_compare_is_killed():
+    """kill -9 of the process that holds the pool: its busy workers get SIGTERM and exit
+    instead of finishing (or waiting for) cells a rerun would run again."""
+    child = subprocess.Popen([sys.executable, "-c", POOL_CHILD])
+    try:
+        deadline = time.monotonic() + 120
+        while len(_children(child.pid)) < 3:  # the resource tracker and two workers
+            assert child.poll() is None and time.monotonic() < deadline
+            time.sleep(0.5)
+        workers = _children(child.pid)
+        time.sleep(15)  # let them import and start sleeping in their step
+    finally:
+        child.kill()
+        child.wait()
+    deadline = time.monotonic() + 60
+    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    left = [pid for pid in workers if _alive(pid)]
+    for pid in left:  # do not leak them into the rest of the session
+        os.kill(pid, signal.SIGKILL)
+    assert not left, "workers outlived their killed parent"
