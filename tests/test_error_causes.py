@@ -172,3 +172,16 @@ def test_cli_line_keeps_the_chained_cause(capsys):
     assert "could not write the synthetic set" in line
     assert "caused by OSError: [Errno 28] No space left on device" in line
     assert error_line(ValueError("plain")) == "eibacl: error: plain"
+
+
+def test_reused_tokens_say_not_found_only_when_the_store_says_so(monkeypatch):
+    from eibacl.config import GenerateConfig
+    from eibacl.generate import pipeline
+
+    config = GenerateConfig(generator="stable-diffusion", ti_embeddings="runs:/r1")
+    monkeypatch.setattr(tracking, "download", missing)
+    with pytest.raises(ValueError, match="cannot fetch the generator/ artifact of run r1"):
+        pipeline.reuse_embeddings(config, ["a"], device="cpu")
+    monkeypatch.setattr(tracking, "download", store_down)
+    with pytest.raises(MlflowException, match="locked"):
+        pipeline.reuse_embeddings(config, ["a"], device="cpu")

@@ -207,7 +207,9 @@ def reuse_embeddings(config: GenerateConfig, names: list[str], device: torch.dev
         run_id = spec[len("runs:/") :].strip("/").split("/")[0]
         try:
             source = tracking.download(run_id, "generator")
-        except Exception as exc:  # noqa: BLE001 - MLflow raises several kinds here
+        except tracking.MlflowException as exc:  # only "no such run/artifact" is the user's
+            if not tracking.is_not_found(exc):
+                raise
             raise ValueError(
                 f"ti_embeddings={spec!r}: cannot fetch the generator/ artifact of run {run_id} "
                 f"({type(exc).__name__}): give the run id of a generate run that trained "
