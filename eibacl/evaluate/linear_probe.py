@@ -21,6 +21,8 @@ import torch
 from numpy.typing import ArrayLike
 from torch import nn
 
+from eibacl.evaluate.arrays import as_numpy, as_tensor
+
 log = logging.getLogger(__name__)
 Features = torch.Tensor | np.ndarray
 C_GRID = (0.01, 0.1, 1.0, 10.0, 100.0)  # inverse L2 strength, scikit-learn's convention
@@ -52,16 +54,14 @@ class LinearProbe:
 
 
 def _features(x: Features) -> torch.Tensor:
-    t = x.detach() if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
-    t = t.to(dtype=torch.float32)
+    t = as_tensor(x, torch.float32)
     if t.ndim != 2:
         raise ValueError(f"features must be a 2-D (N, D) array, got shape {tuple(t.shape)}")
     return t
 
 
 def _labels(y: Features | ArrayLike) -> torch.Tensor:
-    t = y.detach() if isinstance(y, torch.Tensor) else torch.as_tensor(np.asarray(y))
-    return t.to(dtype=torch.int64).reshape(-1)
+    return as_tensor(y, torch.int64).reshape(-1)
 
 
 def _check_pair(x: torch.Tensor, y: torch.Tensor, num_classes: int, what: str) -> None:
@@ -181,9 +181,7 @@ def train_linear_probe(
 
 
 def _np_labels(x: Features | ArrayLike) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().numpy()
-    return np.asarray(x).astype(np.int64).reshape(-1)
+    return as_numpy(x).astype(np.int64).reshape(-1)
 
 
 def _pair(preds: Features | ArrayLike, labels: Features | ArrayLike) -> tuple[np.ndarray, ...]:

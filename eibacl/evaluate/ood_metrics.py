@@ -21,12 +21,12 @@ import numpy as np
 from numpy.typing import ArrayLike
 from sklearn import metrics as skm
 
+from eibacl.evaluate.arrays import as_numpy
+
 
 def _as_scores(scores: ArrayLike, what: str) -> np.ndarray:
     """Flatten to a 1-D float64 array and reject empty or NaN input."""
-    if hasattr(scores, "detach"):  # torch.Tensor without importing torch
-        scores = scores.detach().cpu().double().numpy()  # type: ignore[union-attr]
-    arr = np.asarray(scores, dtype=np.float64).reshape(-1)
+    arr = as_numpy(scores, np.float64).reshape(-1)
     if arr.size == 0:
         raise ValueError(
             f"{what} set is empty: no scores to evaluate; check the split that produces it"

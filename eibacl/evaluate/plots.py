@@ -17,6 +17,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from numpy.typing import ArrayLike
 
+from eibacl.evaluate.arrays import as_numpy
 from eibacl.evaluate.ood_metrics import auroc, roc_curve
 
 NEAR_PREFIX = "near-OOD"
@@ -33,12 +34,6 @@ def new_figure(width: float, height: float) -> Figure:
     return fig
 
 
-def _np(x: ArrayLike) -> np.ndarray:
-    if hasattr(x, "detach"):
-        x = x.detach().cpu().float().numpy()  # type: ignore[union-attr]
-    return np.asarray(x)
-
-
 def roc_figure(curves: Mapping[str, tuple[ArrayLike, ArrayLike]], title: str = "ROC") -> Figure:
     """One ROC curve per scorer (scikit-learn's display); each value is (id_scores,
     ood_scores), ID positive."""
@@ -47,7 +42,7 @@ def roc_figure(curves: Mapping[str, tuple[ArrayLike, ArrayLike]], title: str = "
     fig = new_figure(5.0, 5.0)
     ax = fig.add_subplot()
     for name, (ind, ood) in curves.items():
-        fpr, tpr = roc_curve(_np(ind), _np(ood), name=name)
+        fpr, tpr = roc_curve(as_numpy(ind), as_numpy(ood), name=name)
         RocCurveDisplay(fpr=fpr, tpr=tpr).plot(
             ax=ax,
             curve_kwargs={
@@ -73,11 +68,11 @@ def score_histogram_figure(
 ) -> Figure:
     """Overlaid density histograms of ID, near-OOD and (optionally) far-OOD scores."""
     sets: list[tuple[str, np.ndarray, str]] = [
-        ("in-distribution", _np(id_scores).ravel(), "tab:blue"),
-        (NEAR_PREFIX, _np(near_scores).ravel(), "tab:orange"),
+        ("in-distribution", as_numpy(id_scores).ravel(), "tab:blue"),
+        (NEAR_PREFIX, as_numpy(near_scores).ravel(), "tab:orange"),
     ]
     if far_scores is not None:
-        sets.append((FAR_PREFIX, _np(far_scores).ravel(), "black"))
+        sets.append((FAR_PREFIX, as_numpy(far_scores).ravel(), "black"))
     finite = np.concatenate([s[np.isfinite(s)] for _, s, _ in sets])
     lo, hi = (finite.min(), finite.max()) if finite.size else (0.0, 1.0)
     edges = np.linspace(lo, hi if hi > lo else lo + 1.0, bins + 1)
@@ -102,7 +97,7 @@ def confusion_matrix_figure(
     title: str = "Confusion matrix",
 ) -> Figure:
     """Heat map, rows = true class; with `normalize`, each row sums to 1."""
-    m = _np(cm).astype(np.float64)
+    m = as_numpy(cm).astype(np.float64)
     k = len(class_names)
     if m.shape != (k, k):
         raise ValueError(f"confusion matrix has shape {m.shape}, expected ({k}, {k})")
@@ -165,7 +160,7 @@ def embedding_figure(
     markers), e.g. "near-OOD: Shirt", "far-OOD (MNIST)". At most `max_points`
     points, sampled uniformly with `seed`, are projected.
     """
-    x = _np(feats).astype(np.float64)
+    x = as_numpy(feats).astype(np.float64)
     names = np.asarray(list(group_names), dtype=object)
     if x.ndim != 2 or x.shape[0] != names.shape[0]:
         raise ValueError(f"need (N, D) features and N group names, got {x.shape} and {names.size}")

@@ -21,6 +21,7 @@ from numpy.typing import ArrayLike
 from sklearn.covariance import OAS, EmpiricalCovariance, LedoitWolf
 
 from eibacl.config import COVARIANCES, EvalConfig
+from eibacl.evaluate.arrays import as_tensor
 from eibacl.evaluate.features import extract_features
 
 Features = torch.Tensor | np.ndarray
@@ -30,8 +31,7 @@ _CHUNK = 2048  # test rows per similarity block: 2048 x 50k floats = 400 MB at m
 
 
 def _to_tensor(x: Features | ArrayLike, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    t = x.detach() if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
-    return t.to(device="cpu", dtype=dtype)
+    return as_tensor(x, dtype, device="cpu")
 
 
 def _as_matrix(x: Features, what: str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
