@@ -288,6 +288,12 @@ class GenerateConfig:
         "back up to image_size with the source's fine detail (0 = image_size; the cost grows "
         "with its square).",
     )
+    prior_pool: str = param(
+        "auto",
+        "Unlabelled real images for a prior and the retrieval control: auto (Fashion-MNIST: "
+        "its training-subset images of the ID classes on no side of the split; none for other "
+        "sources), none, or folder:<path> (images at any depth; none of a held-out class).",
+    )
 
     def validate(self) -> None:
         _require(
@@ -323,6 +329,7 @@ class GenerateConfig:
             self.extrapolate_factor,
             "use a factor in (0, 5] (1 = as far past the source as the other class is before it)",
         )
+        check_prior_pool(self.prior_pool)
         names = recipe_names(self.near_ood_recipes)
         _require(
             "away" not in names or self.guidance_scale > 1,
@@ -332,7 +339,16 @@ class GenerateConfig:
         )
 
 
-SYNTHETIC_COMPONENTS = ("positives", "negatives", "features")
+def check_prior_pool(value: str) -> None:
+    text = value.strip()
+    ok = text in ("auto", "none") or (text.startswith("folder:") and bool(text[7:].strip()))
+    fix = "use auto, none or folder:<path> (unlabelled images of your domain, none held out)"
+    _require(ok, "prior_pool", value, fix)
+
+
+SYNTHETIC_COMPONENTS = ("positives", "retrieval", "negatives", "features")
+# Components that fill each training image's variants (used alike: alpha, positive_mode).
+VARIANT_COMPONENTS = ("positives", "retrieval")
 # The study's grid: real only, DA-Fusion positives, plus near-OOD images as negatives, and the
 # control that makes no images (feature-space outliers as negatives).
 SYNTHETIC_MODES = ("none", "positives", "positives+negatives", "features")
@@ -343,7 +359,8 @@ POSITIVE_MODES = ("replace", "extra-view")
 def synthetic_components(text: str, name: str = "synthetic") -> tuple[str, ...]:
     """'positives+features' -> ('positives', 'features'); 'none' -> ().
 
-    The one parser of a synthetic mode: a '+'-joined set of positives (DA-Fusion variants),
+    The one parser of a synthetic mode: a '+'-joined set of positives (DA-Fusion variants)
+    or retrieval (the pool's real images nearest each training image, in their place),
     negatives (near-OOD images, contrast-only) and features (outlier embeddings synthesised
     every step, no images), written in that canonical order. `name` is the parameter that
     is named in the error (`synthetic`, or `modes` of compare).
@@ -365,6 +382,11 @@ def synthetic_components(text: str, name: str = "synthetic") -> tuple[str, ...]:
             f"{name}={text!r} is invalid: write each component once in the order "
             f"{' + '.join(SYNTHETIC_COMPONENTS)}, i.e. {'+'.join(canonical)}."
         )
+    if set(VARIANT_COMPONENTS) <= set(canonical):
+        raise ConfigError(
+            f"{name}={text!r} is invalid: retrieval is the control of positives (pool images "
+            "in the variants' place); use one of them, e.g. positives or retrieval."
+        )
     return canonical
 
 
@@ -385,7 +407,11 @@ def unused_settings(params: Mapping[str, Any]) -> set[str]:
     if not used & {"positives", "negatives"}:
         unused |= {f.name for f in dataclasses.fields(GenerateConfig)}
         unused |= {"synthetic_set", "synthetic_filter", "oversample"}
-    if "positives" not in used:
+    if "retrieval" in used:
+        unused -= {"num_synthetic", "prior_pool"}
+    else:  # only retrieval reads the pool until a prior does
+        unused.add("prior_pool")
+    if not used & set(VARIANT_COMPONENTS):
         unused |= {"alpha", "positive_mode"}
     if "negatives" not in used:
         unused.add("near_ood_per_batch")
@@ -401,8 +427,10 @@ class SyntheticConfig:
     synthetic: str = param(
         "positives+negatives",
         "Synthetic data in training: none, or a '+'-joined set of positives (DA-Fusion "
-        "variants), negatives (near-OOD images, contrast-only) and features (outlier "
-        "embeddings synthesised each step, no images), e.g. positives+negatives+features.",
+        "variants) or retrieval (their control: the prior_pool images nearest each training "
+        "image, num_synthetic each, used like variants), negatives (near-OOD images, "
+        "contrast-only) and features (outlier embeddings synthesised each step, no images), "
+        "e.g. positives+negatives+features.",
     )
     synthetic_set: str = param(
         "", "A generate run id or set folder; empty = make or reuse one from the settings."
@@ -818,7 +846,7 @@ class TuneParams:
             "synthetic=positives or positives+negatives",
         )
         _require(
-            "alpha" not in names or "positives" in components,
+            "alpha" not in names or bool(set(components) & set(VARIANT_COMPONENTS)),
             "search",
             self.search,
             "alpha only matters with synthetic positives: drop it from search or use "

@@ -95,3 +95,16 @@ def near_ood_grid_figure(
     labels = ["source"] + list(variants_by_recipe)
     cols = list(source_names) if source_names is not None else []
     return _grid(rows, labels, cols, title, cell_inches)
+
+
+def rows_grid_figure(
+    rows: Sequence[Sequence[torch.Tensor]],
+    row_labels: Sequence[str],
+    col_labels: Sequence[str],
+    *,
+    title: str | None = None,
+    cell_inches: float = 1.0,
+) -> Figure:
+    """A grid of uint8 C×H×W images given row by row (e.g. an image beside its nearest real
+    images), with row and column labels."""
+    return _grid(rows, row_labels, col_labels, title, cell_inches)

@@ -20,6 +20,10 @@ any generator (the embedded DDPM, Stable Diffusion) is judged the same way.
   pixel-shuffled training images (same intensities, no structure), a much looser edge:
   measured on the default study, even MNIST digits score above it. Neither edge reads a
   test or far-OOD set.
+- Memorisation: an image is a near-duplicate of a real one when its nearest training (or,
+  once added with `add_pool`, pool) image lies at most as far, on L2-normalised features, as
+  the closest `MEMORISED_QUANTILE` of real pairs: each training image's distance to its
+  nearest *other* training image, that low quantile (real near-duplicate pairs).
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from eibacl.evaluate.scorers import (
     knn_score,
     mahalanobis_score,
 )
+from eibacl.generate.grids import rows_grid_figure
 from eibacl.generate.quality import (
     ReferenceClassifier,
     recipe_key,
@@ -52,6 +57,51 @@ JUDGE_SCORERS = ("knn", "mahalanobis")
 PRIMARY_SCORER = "mahalanobis"  # the one the filter uses; see `verdicts`
 ID_TPR = 0.95
 KNN_K = 1
+MEMORISED_QUANTILE = 0.05
+
+
+def embed_images(
+    classifier: ReferenceClassifier, images: torch.Tensor, batch_size: int = 512
+) -> torch.Tensor:
+    """The judge's features (the reference CNN's penultimate layer) of uint8 or [-1, 1]
+    images."""
+    classifier.eval()
+    device = next(classifier.parameters()).device
+    out = []
+    with torch.inference_mode():
+        for i in range(0, images.shape[0], batch_size):
+            x = images[i : i + batch_size].to(device)
+            x = x.float() / 127.5 - 1.0 if x.dtype == torch.uint8 else x
+            out.append(classifier.features(x).float().cpu())
+    return torch.cat(out) if out else torch.zeros(0, 0)
+
+
+def nearest(
+    queries: torch.Tensor, references: torch.Tensor, k: int = 1, exclude_self: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(distances, indices), each N x k: the k nearest rows of `references` to each row of
+    `queries` (Euclidean, ascending); `exclude_self` skips row i of a set queried on itself."""
+    dists, idx = [], []
+    for start in range(0, queries.shape[0], 1024):
+        d = torch.cdist(queries[start : start + 1024].double(), references.double())
+        if exclude_self:
+            rows = torch.arange(d.shape[0])
+            d[rows, rows + start] = float("inf")
+        top = torch.topk(d, k, dim=1, largest=False)
+        dists.append(top.values.float())
+        idx.append(top.indices)
+    if not dists:
+        return torch.zeros(0, k), torch.zeros(0, k, dtype=torch.long)
+    return torch.cat(dists), torch.cat(idx)
+
+
+def memorisation_threshold(feats: torch.Tensor, quantile: float = MEMORISED_QUANTILE) -> float:
+    """The `quantile` of real-to-real nearest-neighbour distances among `feats` (normalised):
+    how close real near-duplicate pairs come."""
+    if feats.shape[0] < 2:
+        raise ValueError("the memorisation threshold needs at least two real training images")
+    dists, _ = nearest(feats, feats, exclude_self=True)
+    return float(np.quantile(dists[:, 0].numpy(), quantile))
 
 
 @dataclass
@@ -62,17 +112,22 @@ class Judge:
     val_scores: dict[str, np.ndarray]
     far_scores: dict[str, np.ndarray]
     near_scores: dict[str, np.ndarray] | None = None
+    # Real images a synthetic one may duplicate (training, then pool), their normalised
+    # features, and the distance at or under which it counts as memorised.
+    references: torch.Tensor | None = None
+    reference_feats: torch.Tensor | None = None
+    memorised_threshold: float = 0.0
 
     def embed(self, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
-        self.classifier.eval()
-        device = next(self.classifier.parameters()).device
-        out = []
-        with torch.inference_mode():
-            for i in range(0, images.shape[0], batch_size):
-                x = images[i : i + batch_size].to(device)
-                x = x.float() / 127.5 - 1.0 if x.dtype == torch.uint8 else x
-                out.append(self.classifier.features(x).float().cpu())
-        return torch.cat(out) if out else torch.zeros(0, self.train_feats.shape[1])
+        feats = embed_images(self.classifier, images, batch_size)
+        return feats if len(feats) else torch.zeros(0, self.train_feats.shape[1])
+
+    def closest_real(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """Each image's distance to its nearest real reference image, and that image's row."""
+        assert self.reference_feats is not None, "fit_judge sets the references"
+        feats = torch.nn.functional.normalize(self.embed(images), dim=1)
+        dists, idx = nearest(feats, self.reference_feats)
+        return dists[:, 0].numpy(), idx[:, 0].numpy()
 
     def scores(self, images: torch.Tensor) -> dict[str, np.ndarray]:
         return self._scores(self.embed(images))
@@ -135,12 +190,44 @@ def fit_judge(
     judge = Judge(classifier, torch.zeros(0), None, {}, {})  # type: ignore[arg-type]
     train_feats = judge.embed(train_x)
     judge.train_feats = train_feats
+    judge.references = train_x
+    judge.reference_feats = torch.nn.functional.normalize(train_feats, dim=1)
+    judge.memorised_threshold = memorisation_threshold(judge.reference_feats)
     judge.maha = fit_mahalanobis(train_feats, train_y, covariance=covariance)
     judge.val_scores = judge.scores(val_x)
     judge.far_scores = judge.scores(shuffled_pixels(train_x, seed))
     if near_val_x is not None and len(near_val_x):
         judge.near_scores = judge.scores(near_val_x)
     return judge
+
+
+def add_pool(judge: Judge, pool_images: torch.Tensor) -> None:
+    """Count near-duplicates of the unlabelled pool's images as memorised too (the threshold
+    stays the training set's)."""
+    feats = torch.nn.functional.normalize(judge.embed(pool_images), dim=1)
+    assert judge.references is not None and judge.reference_feats is not None
+    judge.references = torch.cat([judge.references, pool_images.to(judge.references.dtype)])
+    judge.reference_feats = torch.cat([judge.reference_feats, feats])
+
+
+def memorised(judge: Judge, images: torch.Tensor) -> np.ndarray:
+    """Per image: whether it is a near-duplicate of a real training (or pool) image."""
+    return judge.closest_real(images)[0] <= judge.memorised_threshold
+
+
+def closest_pairs_figure(judge: Judge, images: torch.Tensor, count: int = 8) -> Figure:
+    """The `count` images closest to a real one, each beside that real image, with the
+    distance and the memorisation threshold in the labels."""
+    assert judge.references is not None
+    dists, idx = judge.closest_real(images)
+    order = np.argsort(dists, kind="stable")[:count]
+    rows = [[images[i], judge.references[idx[i]]] for i in order]
+    labels = [
+        f"d={dists[i]:.3f}" + (" mem" if dists[i] <= judge.memorised_threshold else "")
+        for i in order
+    ]
+    title = f"Closest to a real image (memorised: d <= {judge.memorised_threshold:.3f})"
+    return rows_grid_figure(rows, labels, ["synthetic", "nearest real"], title=title)
 
 
 @dataclass
@@ -198,6 +285,7 @@ def judge_report(
     """`judge/<group>/...` metrics for named groups of images (labels where the group has a
     class to keep, e.g. ID variants): AUROC of real ID validation vs the group, the share
     past the 95%-TPR threshold (`ood_rate`), the share in the near-OOD band (`band_rate`),
+    the share of near-duplicates of a real training or pool image (`memorised_rate`),
     and for labelled groups the share that stays ID and keeps its class (`kept_rate`).
     Also returns the scores per group, for the figure."""
     out: dict[str, float] = {}
@@ -207,6 +295,8 @@ def judge_report(
         all_scores[name] = scores
         prefix = f"judge/{name}"
         _group_metrics(judge, prefix, scores, out)
+        if len(images) and judge.reference_feats is not None:
+            out[f"{prefix}/memorised_rate"] = float(np.mean(memorised(judge, images)))
         if labels is not None and len(images):
             keeps = (judge.predict(images) == torch.as_tensor(labels)).numpy()
             stays = scores[PRIMARY_SCORER] >= judge.id_threshold(PRIMARY_SCORER)

@@ -12,7 +12,7 @@ import torch
 from mlflow.exceptions import MlflowException
 
 from eibacl import distributed, names, tracking
-from eibacl.config import synthetic_components, volatile_fields
+from eibacl.config import VARIANT_COMPONENTS, synthetic_components, volatile_fields
 from eibacl.data.logged import log_data
 from eibacl.data.splits import Split
 from eibacl.data.training_data import TrainingData, prepare_data
@@ -133,7 +133,7 @@ def make_sampler(config: Any, data: TrainingData, pool: SyntheticPool | None) ->
         config.batch_size,
         config.seed,
         pool=pool,
-        alpha=config.alpha if "positives" in components else 0.0,
+        alpha=config.alpha if set(components) & set(VARIANT_COMPONENTS) else 0.0,
         positive_mode=config.positive_mode,
         near_ood_per_batch=config.near_ood_per_batch if "negatives" in components else 0,
     )

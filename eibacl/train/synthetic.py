@@ -27,17 +27,19 @@ from eibacl.data.training_data import TrainingData
 from eibacl.generate.judge import JUDGE_FILE, load_verdicts
 from eibacl.generate.synthetic_set import SyntheticSet, is_complete
 from eibacl.train.batches import SyntheticPool
+from eibacl.train.retrieval import retrieval_pool
 
 log = logging.getLogger(__name__)
 
 
 def load_pool(config: Any, data: TrainingData) -> SyntheticPool | None:
     """The synthetic images a run trains with; None when its mode uses none (`none`, or
-    `features` alone: feature negatives are made in training, so no set is generated)."""
+    `features` alone: feature negatives are made in training, so no set is generated).
+    With `retrieval` the variants are real pool images (`eibacl.train.retrieval`)."""
     mode = getattr(config, "synthetic", "none")
     components = synthetic_components(mode)
     if not needs_synthetic_set(mode):
-        return None
+        return retrieval_pool(config, data) if "retrieval" in components else None
     folder = resolve_set(config, data)
     synthetic = SyntheticSet.open(folder)
     check_fingerprints(synthetic, data, folder)
@@ -61,6 +63,9 @@ def load_pool(config: Any, data: TrainingData) -> SyntheticPool | None:
             f"the synthetic set {folder} has no in-distribution variants: generate with "
             "-P num_synthetic=4 (or more), or use synthetic=none"
         )
+    if "retrieval" in components:  # the set gives the negatives, the pool the variants
+        retrieved = retrieval_pool(config, data)
+        pool.variants, pool.counts["id"] = retrieved.variants, retrieved.counts["id"]
     tracking.set_tags({names.SET_KEY_TAG: pool.set_id, names.SET_DIR_TAG: str(folder)})
     tracking.log_params({"synthetic_fingerprint": pool.fingerprint})
     tracking.log_dataset(synthetic_dataset(synthetic, pool, folder), SYNTHETIC_CONTEXT)

@@ -39,6 +39,7 @@ def test_second_identical_generate_reuses_the_set(fresh_experiment):
     assert "judge/id/kept_rate" in run.data.metrics
     assert "judge/near_ood/mahalanobis/band_rate" in run.data.metrics
     assert "judge/real_ood_val/mahalanobis/auroc" in run.data.metrics
+    assert 0 <= run.data.metrics["judge/id/memorised_rate"] <= 1  # vs the training images
     reused_samples = {f.path for f in MlflowClient().list_artifacts(second.run_id, "samples")}
     assert reused_samples == artifacts  # a reused set shows its stored grids
     generator_files = {f.path for f in MlflowClient().list_artifacts(first.run_id, "generator")}
