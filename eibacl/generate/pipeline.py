@@ -42,6 +42,7 @@ from eibacl.generate.generator_inputs import GeneratorInputs, load_generator_inp
 from eibacl.generate.grids import near_ood_grid_figure, variants_grid_figure
 from eibacl.generate.judge import (
     JUDGE_FILE,
+    closest_pairs_figure,
     fit_judge,
     judge_figure,
     judge_report,
@@ -465,6 +466,9 @@ def _quality(
         (folder / SAMPLES_DIR).mkdir(exist_ok=True)
         judge_figure(judge, shown).savefig(
             folder / SAMPLES_DIR / "judge_scores.png", dpi=100, bbox_inches="tight"
+        )
+        closest_pairs_figure(judge, synthetic.images).savefig(
+            folder / SAMPLES_DIR / "closest_pairs.png", dpi=100, bbox_inches="tight"
         )
         save_verdicts(folder / JUDGE_FILE, verdict)
         path.write_text(json.dumps(quality, indent=1))

@@ -35,6 +35,7 @@ def test_second_identical_generate_reuses_the_set(fresh_experiment):
         "samples/variants_by_strength.png",
         "samples/near_ood_by_recipe.png",
         "samples/judge_scores.png",
+        "samples/closest_pairs.png",  # the judge's memorisation view
     }
     assert "judge/id/kept_rate" in run.data.metrics
     assert "judge/near_ood/mahalanobis/band_rate" in run.data.metrics
