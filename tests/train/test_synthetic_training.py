@@ -95,10 +95,27 @@ def test_positives_plus_negatives_run_records_its_set(synthetic_run, synthetic_c
     assert run.data.metrics["synthetic/id_count"] == shots * classes * 2
     assert run.data.metrics["synthetic/near_ood_count"] == shots * classes * 1
     assert run.data.metrics["train/synthetic_drawn"] > 0
+    # The set was made by exactly one generate run: nested in this run, or in an earlier test's
+    # run with the same settings, in any experiment of the session's store (then this run
+    # finds the set in the cache and starts no generate run).
+    key, folder = run.data.tags["eibacl.synthetic_set"], run.data.tags["eibacl.synthetic_set_dir"]
+    makers = [
+        r
+        for r in mlflow.search_runs(
+            search_all_experiments=True,
+            filter_string="tags.`eibacl.entry_point` = 'generate'",
+            output_format="list",
+        )
+        if r.data.tags.get("eibacl.synthetic_set_dir") == folder
+        and r.data.metrics.get("synthetic/reused") == 0.0
+    ]
+    assert len(makers) == 1 and makers[0].data.tags["eibacl.synthetic_set"] == key[:16]
     children = mlflow.search_runs(
         filter_string=f"tags.mlflow.parentRunId = '{synthetic_run.run_id}'", output_format="list"
     )
-    assert [c.data.tags["eibacl.entry_point"] for c in children] == ["generate"]
+    made_here = makers[0].data.tags.get("mlflow.parentRunId") == synthetic_run.run_id
+    expected = ["generate"] if made_here else []
+    assert [c.data.tags["eibacl.entry_point"] for c in children] == expected
 
 
 def test_pool_holds_only_synthetic_images_of_training_sources(synthetic_run, synthetic_config):
