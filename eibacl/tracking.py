@@ -549,7 +549,27 @@ def log_artifact(path: Path, artifact_path: str | None = None) -> None:
 def log_dataset(ref: DatasetRef, context: str) -> None:
     """Record the data a run saw as an MLflow dataset input (shown in the UI)."""
     tags = {"size": str(ref.size), "source": ref.source} | dict(ref.tags)
-    mlflow.log_input(_meta_dataset(ref), context=context, tags=tags)
+    for attempt in range(DATASET_ATTEMPTS):
+        try:
+            mlflow.log_input(_meta_dataset(ref), context=context, tags=tags)
+            return
+        except MlflowException as exc:  # only the insert race below is retried
+            if not _lost_dataset_insert_race(exc) or attempt == DATASET_ATTEMPTS - 1:
+                raise
+            log.debug("dataset %s: another process inserted it first; linking it", ref.name)
+
+
+# MLflow's store looks a dataset up, then inserts it: two processes (tune or compare
+# workers) logging the same dataset to one experiment at once can both miss it, and the
+# second insert fails on the (experiment, name, digest) unique key. Once the first has
+# committed, the lookup finds the row, so a retry links the run to it.
+DATASET_ATTEMPTS = 3
+
+
+def _lost_dataset_insert_race(exc: MlflowException) -> bool:
+    from sqlalchemy.exc import IntegrityError
+
+    return isinstance(exc.__cause__, IntegrityError) and "datasets" in str(exc.__cause__)
 
 
 def _meta_dataset(ref: DatasetRef) -> Any:

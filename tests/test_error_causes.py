@@ -185,3 +185,34 @@ def test_reused_tokens_say_not_found_only_when_the_store_says_so(monkeypatch):
     monkeypatch.setattr(tracking, "download", store_down)
     with pytest.raises(MlflowException, match="locked"):
         pipeline.reuse_embeddings(config, ["a"], device="cpu")
+
+
+def test_dataset_insert_race_is_retried_and_other_store_errors_surface(monkeypatch):
+    """Two workers logging one dataset at once: the loser's unique-key error is retried (the
+    row exists by then); any other store error surfaces at once."""
+    import mlflow
+    from sqlalchemy.exc import IntegrityError
+
+    calls = []
+
+    def race_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            cause = IntegrityError("INSERT INTO datasets", {}, Exception("UNIQUE constraint"))
+            raise MlflowException("insert failed") from cause
+
+    ref = tracking.DatasetRef(name="d", source="/data", digest="x", size=3)
+    monkeypatch.setattr(mlflow, "log_input", race_once)
+    tracking.log_dataset(ref, "training")
+    assert len(calls) == 2
+    monkeypatch.setattr(mlflow, "log_input", store_down)
+    with pytest.raises(MlflowException, match="locked"):
+        tracking.log_dataset(ref, "training")
+
+    def always_race(*args, **kwargs):
+        cause = IntegrityError("INSERT INTO datasets", {}, Exception("UNIQUE constraint"))
+        raise MlflowException("insert failed") from cause
+
+    monkeypatch.setattr(mlflow, "log_input", always_race)
+    with pytest.raises(MlflowException, match="insert failed"):
+        tracking.log_dataset(ref, "training")
