@@ -17,6 +17,7 @@ from types import FrameType, TracebackType
 from typing import Any, TypeVar
 
 from eibacl.config import ConfigError, field_type
+from eibacl.train.stopping import Terminated
 
 T = TypeVar("T")
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -24,10 +25,6 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 # one line. The same types raised inside torch, numpy, MLflow, ... (CUDA out of memory, a
 # bug) keep their traceback.
 USER_ERROR_TYPES = (ValueError, FileNotFoundError, PermissionError, RuntimeError)
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised like Ctrl-C: the MLflow run ends as KILLED and what was logged stays."""
 
 
 def build_parser(config_cls: type, description: str) -> argparse.ArgumentParser:

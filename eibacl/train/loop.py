@@ -16,13 +16,12 @@ import torch
 from tqdm.auto import tqdm
 
 from eibacl import distributed, names, tracking
-from eibacl.cli import Terminated
 from eibacl.config import OptimConfig
 from eibacl.device import autocast
 from eibacl.evaluate.scorers import knn_validation
 from eibacl.train.batches import BatchSampler
 from eibacl.train.checkpoint import save_checkpoint
-from eibacl.train.stopping import StopFlag, deferred_sigterm
+from eibacl.train.stopping import StopFlag, Terminated, deferred_sigterm
 
 log = logging.getLogger(__name__)
 EpochCallback = Callable[[int, dict[str, float]], None]

@@ -16,9 +16,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
 
-from eibacl.cli import Terminated
-
 log = logging.getLogger(__name__)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C: the MLflow run ends as KILLED and what was logged stays.
+    It lives here, not in eibacl.cli, so the library never imports the command line."""
 
 
 class StopFlag:

@@ -131,7 +131,7 @@ def _end_with_parent() -> None:
     elsewhere orphans finish their current cell."""
     import signal
 
-    from eibacl.cli import Terminated
+    from eibacl.train.stopping import Terminated
 
     def terminated(signum: int, frame: object) -> None:
         if not _BUSY:

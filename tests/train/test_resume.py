@@ -201,7 +201,7 @@ def test_sigterm_finishes_the_epoch_checkpoints_it_and_stops(
     import os
     import signal
 
-    from eibacl.cli import Terminated
+    from eibacl.train.stopping import Terminated
 
     def terminate_after_first(epoch: int, metrics: dict[str, float]) -> None:
         if epoch == 1:
