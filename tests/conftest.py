@@ -181,3 +181,15 @@ def tiny_probe(tiny_pretrain_run: TinyRun) -> TinyProbe:
         mp.setattr(evaluation, "train_linear_probe", recording)
         result = probe(ProbeConfig(device="cpu", knn_k=5))
     return TinyProbe(run=tiny_pretrain_run, result=result, probe_inputs=captured)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """One torch thread for a module's tiny models: faster on 2 cores, and immune to an
+    oversubscribed CPU (`pytestmark = pytest.mark.usefixtures("one_torch_thread")`)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

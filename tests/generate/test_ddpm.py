@@ -30,17 +30,11 @@ def _toy_data() -> tuple[torch.Tensor, torch.Tensor]:
     return (base + jitter).to(torch.uint8), torch.tensor([0] * 16 + [1] * 16)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models run faster on one thread, and are immune to an oversubscribed CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def trained(_one_thread) -> DDPMBackend:
+def trained(one_torch_thread) -> DDPMBackend:
     images, labels = _toy_data()
     backend = DDPMBackend(16, 1, 2, train_steps=60, **TINY)
     backend.fit(images, labels, ["dark", "bright"], progress=False)

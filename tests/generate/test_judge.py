@@ -19,13 +19,7 @@ from eibacl.generate.judge import (
     verdicts,
 )
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _bars(n: int, vertical: bool, seed: int) -> torch.Tensor:

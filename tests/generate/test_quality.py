@@ -13,13 +13,7 @@ from eibacl.generate.quality import (
     train_reference_classifier,
 )
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _real(n_per_class: int = 24) -> tuple[torch.Tensor, torch.Tensor]:

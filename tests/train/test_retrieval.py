@@ -34,13 +34,7 @@ from tests import tiny
 from tests.data.test_pool import hand_made
 from tests.workflow.test_main_and_compare import TINY
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _data() -> TrainingData:
