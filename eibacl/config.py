@@ -228,7 +228,20 @@ class OptimConfig:
 
 
 @dataclass
-class GenerateConfig:
+class PoolConfig:
+    prior_pool: str = param(
+        "auto",
+        "Unlabelled real images for a prior and the retrieval control: auto (Fashion-MNIST: "
+        "its training-subset images of the ID classes on no side of the split; none for other "
+        "sources), none, or folder:<path> (images at any depth; none of a held-out class).",
+    )
+
+    def validate(self) -> None:
+        check_prior_pool(self.prior_pool)
+
+
+@dataclass
+class GenerateConfig(PoolConfig):
     generator: str = param("ddpm", "Generator backend: 'ddpm' (embedded) or 'stable-diffusion'.")
     strength: str = param(
         "0.25,0.5,0.75",
@@ -288,11 +301,14 @@ class GenerateConfig:
         "back up to image_size with the source's fine detail (0 = image_size; the cost grows "
         "with its square).",
     )
-    prior_pool: str = param(
-        "auto",
-        "Unlabelled real images for a prior and the retrieval control: auto (Fashion-MNIST: "
-        "its training-subset images of the ID classes on no side of the split; none for other "
-        "sources), none, or folder:<path> (images at any depth; none of a held-out class).",
+    generator_prior: str = param(
+        "none",
+        "Diffusion prior of generator=ddpm: default (the one shipped in priors/), none (learn "
+        "everything from the shots), or a prior folder; with a prior only new class rows are "
+        "learned on the shots, the UNet frozen.",
+    )
+    inversion_steps: int = param(
+        300, "Steps that learn the class rows on the shots with the prior frozen (generator_prior)."
     )
 
     def validate(self) -> None:
@@ -329,7 +345,20 @@ class GenerateConfig:
             self.extrapolate_factor,
             "use a factor in (0, 5] (1 = as far past the source as the other class is before it)",
         )
-        check_prior_pool(self.prior_pool)
+        _require(
+            self.generator == "ddpm" or self.generator_prior.strip() == "none",
+            "generator_prior",
+            self.generator_prior,
+            "a prior is for the embedded ddpm (Stable Diffusion brings its own): use -P "
+            "generator_prior=none with generator=stable-diffusion",
+        )
+        _require(
+            self.generator_prior.strip() != "",
+            "generator_prior",
+            "",
+            "use default, none or a folder",
+        )
+        _require(self.inversion_steps >= 1, "inversion_steps", self.inversion_steps, "use >= 1")
         names = recipe_names(self.near_ood_recipes)
         _require(
             "away" not in names or self.guidance_scale > 1,
@@ -638,6 +667,35 @@ class ProbeConfig(_Checked, EvalConfig):
 @dataclass
 class GenerateRunConfig(_Checked, GenerateConfig, DataConfig):
     """`generate`: make (or find) the synthetic set of a data split."""
+
+    device: str = param("auto", "'auto', 'cpu' or 'cuda'.", volatile=True)
+    progress: bool = param(True, "Show progress bars.", volatile=True)
+
+
+@dataclass
+class PriorParams:
+    prior_classes: int = param(
+        32, "Pseudo-classes (k-means clusters of the pool's pixels) the prior is conditioned on."
+    )
+    prior_steps: int = param(4000, "Training steps of the prior (batches of 64 pool images).")
+    max_minutes: float = param(
+        0.0, "Stop the prior's training after this many minutes (0 = no limit).", volatile=True
+    )
+    prior_out: str = param(
+        "",
+        "Folder the finished prior is written to (empty = the cache; give priors/<name> to "
+        "ship one); generator_prior=<that folder> uses it.",
+    )
+
+    def validate(self) -> None:
+        _require(self.prior_classes >= 2, "prior_classes", self.prior_classes, "use >= 2")
+        _require(self.prior_steps >= 1, "prior_steps", self.prior_steps, "use >= 1")
+        _require(self.max_minutes >= 0, "max_minutes", self.max_minutes, "use >= 0 (0 = no limit)")
+
+
+@dataclass
+class PriorConfig(_Checked, PriorParams, PoolConfig, DataConfig):
+    """`prior`: train the embedded DDPM's diffusion prior on an unlabelled pool."""
 
     device: str = param("auto", "'auto', 'cpu' or 'cuda'.", volatile=True)
     progress: bool = param(True, "Show progress bars.", volatile=True)

@@ -18,20 +18,16 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
 from eibacl.device import autocast
 from eibacl.generate.backend import mix_rows, validate_img2img_inputs, validate_strength
-from eibacl.lr_schedule import warmup_cosine_factor
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -224,12 +220,16 @@ class DDPMBackend:
         class_names: list[str],
         *,
         progress: bool = True,
+        checkpoint: Path | None = None,
+        checkpoint_every: int = 100,
     ) -> None:
         """Train the UNet and class embeddings with the epsilon-prediction MSE loss.
 
         Stops after ``train_steps`` or ``max_minutes``, whichever comes first; the cosine
         learning-rate decay follows whichever budget is further spent, so a time-limited run
-        still ends at a low rate. The saved/sampling weights are the EMA weights.
+        still ends at a low rate. The saved/sampling weights are the EMA weights. With
+        ``checkpoint`` the loop resumes from (and keeps writing) that file
+        (`eibacl.generate.ddpm_training`).
         """
         cfg = self.config
         self._check_images(images)
@@ -246,69 +246,19 @@ class DDPMBackend:
             raise ValueError(f"labels must be in [0, {cfg.num_classes})")
         cfg.class_names = list(class_names)
 
-        from diffusers.training_utils import EMAModel
+        from eibacl.generate.ddpm_training import train_denoiser
 
-        train_sched, _ = _make_schedulers(cfg)
-        data = _to_unit(images).to(self.device)
-        targets = labels.to(self.device)
-        n = data.shape[0]
-        gen = torch.Generator(device="cpu").manual_seed(cfg.seed + 1)
-        model = self.model
-        model.train()
-        # diffusers' EMA: the k-th update uses decay min(ema_decay, k / (9 + k)) (the first
-        # copies the weights), so short runs are usable; the saved/sampling weights are these.
-        ema = EMAModel(model.parameters(), decay=cfg.ema_decay)
-        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        budget_s = cfg.max_minutes * 60.0 if cfg.max_minutes else math.inf
-        start = time.perf_counter()
-        order = torch.randperm(n, generator=gen)
-        cursor = 0
-        bar = tqdm(total=cfg.train_steps, desc="ddpm train", disable=not progress, leave=False)
-        try:
-            for step in range(cfg.train_steps):
-                elapsed = time.perf_counter() - start
-                done = max(step / max(cfg.train_steps, 1), elapsed / budget_s)
-                factor = warmup_cosine_factor(step, cfg.warmup_steps, cfg.train_steps, done)
-                for group in opt.param_groups:
-                    group["lr"] = cfg.lr * factor
-                batch_size = min(cfg.batch_size, n)
-                if cursor + batch_size > n:
-                    order, cursor = torch.randperm(n, generator=gen), 0
-                idx = order[cursor : cursor + batch_size]
-                cursor += batch_size
-                x0 = data[idx.to(self.device)]
-                y = targets[idx.to(self.device)].clone()
-                if cfg.hflip:
-                    flip = (torch.rand(batch_size, generator=gen) < 0.5).to(self.device)
-                    x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
-                drop = (torch.rand(batch_size, generator=gen) < cfg.cond_dropout).to(self.device)
-                y[drop] = cfg.num_classes
-                noise = torch.randn(x0.shape, generator=gen).to(self.device)
-                t = torch.randint(0, cfg.num_train_timesteps, (batch_size,), generator=gen)
-                t = t.to(self.device)
-                noisy = train_sched.add_noise(x0, noise, t)
-                with autocast(self.device):
-                    pred = model(noisy, t, model.class_embedding(y))
-                loss = F.mse_loss(pred.float(), noise)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"ddpm training loss became {loss.item()}")
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                opt.step()
-                ema.step(model.parameters())
-                self.loss_history.append(float(loss.item()))
-                bar.update(1)
-                if step % 10 == 0:
-                    bar.set_postfix(loss=f"{loss.item():.4f}")
-                if time.perf_counter() - start > budget_s:
-                    break
-        finally:
-            bar.close()
-            ema.copy_to(model.parameters())
-            model.eval()
+        state = train_denoiser(
+            self,
+            _to_unit(images).to(self.device),
+            labels.to(self.device),
+            progress=progress,
+            checkpoint=checkpoint,
+            checkpoint_every=checkpoint_every,
+        )
+        self.loss_history = list(state.losses)
         self.trained_steps = len(self.loss_history)
-        self.train_seconds += time.perf_counter() - start
+        self.train_seconds = state.seconds
 
     # ------------------------------------------------------------------ sampling
     def _noise(self, seeds: list[int]) -> torch.Tensor:
