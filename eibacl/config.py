@@ -681,6 +681,9 @@ class PriorParams:
     max_minutes: float = param(
         0.0, "Stop the prior's training after this many minutes (0 = no limit).", volatile=True
     )
+    prior_samples: int = param(
+        256, "Prior samples the judge looks at (how in-distribution they look, memorisation)."
+    )
     prior_out: str = param(
         "",
         "Folder the finished prior is written to (empty = the cache; give priors/<name> to "
@@ -690,6 +693,7 @@ class PriorParams:
     def validate(self) -> None:
         _require(self.prior_classes >= 2, "prior_classes", self.prior_classes, "use >= 2")
         _require(self.prior_steps >= 1, "prior_steps", self.prior_steps, "use >= 1")
+        _require(self.prior_samples >= 1, "prior_samples", self.prior_samples, "use >= 1")
         _require(self.max_minutes >= 0, "max_minutes", self.max_minutes, "use >= 0 (0 = no limit)")
 
 
@@ -982,6 +986,7 @@ class TuneConfig(
 ENTRY_POINT_CONFIGS = (
     MainConfig,
     GenerateRunConfig,
+    PriorConfig,
     PretrainConfig,
     ProbeConfig,
     BaselineConfig,

@@ -15,6 +15,7 @@ import importlib
 ENTRY_POINTS: dict[str, tuple[str, str]] = {
     "main": ("eibacl.config:MainConfig", "entrypoints/main.py"),
     "generate": ("eibacl.config:GenerateRunConfig", "entrypoints/generate.py"),
+    "prior": ("eibacl.config:PriorConfig", "entrypoints/prior.py"),
     "pretrain": ("eibacl.config:PretrainConfig", "entrypoints/pretrain.py"),
     "probe": ("eibacl.config:ProbeConfig", "entrypoints/probe.py"),
     "baseline": ("eibacl.config:BaselineConfig", "entrypoints/baseline.py"),

@@ -10,6 +10,7 @@ from mlflow.exceptions import MlflowException
 from eibacl import names, tracking
 from eibacl.config import DataConfig, config_from_params
 from eibacl.data.far_ood import far_ood_name, load_far_ood_set, resolve_far_ood
+from eibacl.data.pool import UnlabelledPool
 from eibacl.data.report import report, report_metrics
 from eibacl.data.splits import Split
 from eibacl.data.training_data import TrainingData, prepare_data
@@ -107,3 +108,17 @@ def load_run_data(run_id: str) -> TrainingData:
         ) from exc
     split = Split.from_json(text)
     return prepare_data(config_from_params(DataConfig, run.data.params), split)
+
+
+def pool_dataset(pool: UnlabelledPool) -> tracking.DatasetRef:
+    """The pool as an MLflow dataset: source, digest, size, classes where known."""
+    return tracking.DatasetRef(
+        name=f"prior-pool-{pool.digest()[:8]}",
+        source=pool.source,
+        digest=pool.digest(),
+        size=len(pool),
+        tags=(
+            ("classes", ",".join(pool.classes) or "unknown"),
+            ("skipped", str(len(pool.skipped))),
+        ),
+    )

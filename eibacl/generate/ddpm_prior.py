@@ -166,3 +166,158 @@ def train_prior(
 
 def cluster_sizes(labels: torch.Tensor, k: int) -> np.ndarray:
     return np.bincount(labels.numpy(), minlength=k)
+
+
+@dataclass
+class Prior:
+    """A loaded prior: the frozen DDPM, its pseudo-class map and what its card says."""
+
+    backend: DDPMBackend
+    pseudo: PseudoClasses
+    info: dict[str, Any]
+    folder: Path
+
+    @property
+    def card(self) -> Path:
+        return self.folder / CARD_FILE
+
+
+def save_prior(
+    folder: Path, backend: DDPMBackend, pseudo: PseudoClasses, info: dict[str, Any]
+) -> None:
+    """Write the prior's folder atomically (a half-written prior never looks whole)."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    backend.save(tmp)
+    save_file(pseudo.tensors(), str(tmp / PSEUDO_FILE))
+    info = info | {"format_version": FORMAT_VERSION, "fingerprint": backend.fingerprint()}
+    (tmp / PRIOR_FILE).write_text(json.dumps(info, indent=2) + "\n")
+    (tmp / CARD_FILE).write_text(card_text(info))
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
+
+
+def load_prior(folder: Path, device: str | torch.device = "cpu") -> Prior:
+    """The prior in `folder`; a missing or unreadable part is one error naming the path and
+    the command that retrains it."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    needed = [folder / PRIOR_FILE, folder / PSEUDO_FILE, folder / "config.json"]
+    missing = [p for p in needed if not p.is_file()]
+    if missing:
+        raise PriorError(folder, f"{missing[0]} is missing")
+    try:
+        info = json.loads((folder / PRIOR_FILE).read_text())
+        backend = DDPMBackend.load(folder, device=device)
+        pseudo = PseudoClasses(**load_file(str(folder / PSEUDO_FILE)))
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
+        raise PriorError(folder, f"it cannot be read ({type(exc).__name__}: {exc})") from exc
+    if pseudo.centroids.shape[0] != backend.config.num_classes:
+        raise PriorError(folder, "its pseudo-class map and its DDPM disagree on the class count")
+    return Prior(backend, pseudo, info, folder)
+
+
+class PriorError(ValueError):
+    def __init__(self, folder: Path, problem: str):
+        super().__init__(
+            f"generator_prior={folder}: {problem}; retrain it with `{RETRAIN_COMMAND} -P "
+            f"prior_out={folder}` (see its {CARD_FILE}), or use -P generator_prior=none"
+        )
+
+
+def check_fits(prior: Prior, size: int, channels: int, held_out: list[str]) -> None:
+    """Refuse a prior of another image size or channel count, or whose pool holds a class
+    the split holds out (its near-OOD results would be about images the prior has seen)."""
+    cfg = prior.backend.config
+    if (cfg.image_size, cfg.channels) != (size, channels):
+        raise ValueError(
+            f"generator_prior={prior.folder} works on {cfg.channels}-channel {cfg.image_size} px "
+            f"images, this run's generator on {channels}-channel {size} px: set generator_size "
+            f"(and image_size) to match it, or train a prior for these images "
+            f"(`{RETRAIN_COMMAND} -P image_size={size} -P prior_out=<folder>`)"
+        )
+    seen = sorted(set(prior.info.get("pool", {}).get("classes", [])) & set(held_out))
+    if seen:
+        raise ValueError(
+            f"generator_prior={prior.folder}: its pool holds {seen[0]!r}, a class this split "
+            f"holds out (see {prior.card}); use a prior trained without it (`{RETRAIN_COMMAND} "
+            "-P ood_classes=... -P prior_out=<folder>`) or -P generator_prior=none"
+        )
+
+
+def card_text(info: dict[str, Any]) -> str:
+    """The prior's card: what it is, what it saw and excludes, and how to make it again."""
+    pool, settings = info.get("pool", {}), info.get("settings", {})
+    classes = ", ".join(pool.get("classes", [])) or "unknown (folder)"
+    excluded = ", ".join(info.get("excluded_classes", []))
+    parameters = info.get("parameters", 0)
+    lines = [
+        f"# Diffusion prior `{info.get('name', '')}` for the embedded DDPM",
+        "",
+        f"- Model: class-conditional pixel DDPM (diffusers UNet2DModel), {parameters:,} "
+        f"parameters, {info.get('channels')}-channel {info.get('image_size')} px, conditioned on "
+        f"{settings.get('pseudo_classes')} pseudo-classes (k-means of the pool's pixels after PCA "
+        f"to {settings.get('pca_dims')} dims) plus the null row.",
+        f"- Pool: {pool.get('size', 0):,} unlabelled images from `{pool.get('source')}`, digest "
+        f"`{pool.get('digest', '')[:16]}`; classes it holds: {classes}.",
+        "- Excludes: every test image, the split's training and validation images, and the "
+        f"held-out classes {excluded}.",
+        "- Other splits: a split holding out a class in the pool is refused; other `shots` or "
+        "`split_seed` draw their training and validation images from the same training subset, "
+        "so the prior may have seen them (never a test image).",
+        f"- Training: {info.get('steps_done')} of {settings.get('steps')} steps, batch "
+        f"{settings.get('batch_size')}, lr {settings.get('lr')}, EMA {settings.get('ema_decay')}, "
+        f"{info.get('seconds', 0) / 60:.1f} min on {info.get('device')} (final loss "
+        f"{info.get('final_loss', float('nan')):.4f}).",
+        f"- Made by commit `{info.get('commit')}`, MLflow run `{info.get('run_id')}`.",
+        f"- Retrain: `{info.get('command')}`",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+SHIPPED = Path(__file__).resolve().parents[2] / "priors"  # the priors that ship with the project
+
+
+def shipped_prior(data: str, size: int, channels: int) -> Path | None:
+    """The shipped prior made for `data` at this size and channel count, if there is one."""
+    for info_path in sorted(SHIPPED.glob(f"*/{PRIOR_FILE}")):
+        try:
+            info = json.loads(info_path.read_text())
+        except (OSError, ValueError):
+            continue  # a broken one is named when it is asked for by path
+        if (info.get("data"), info.get("image_size"), info.get("channels")) == (
+            data,
+            size,
+            channels,
+        ):
+            return info_path.parent
+    return None
+
+
+def resolve_prior(spec: str, data: str, size: int, channels: int) -> Path | None:
+    """`generator_prior` as a folder: `none` -> None; `default` -> the shipped prior for this
+    data, or None (said in one line) where none ships; anything else -> that folder."""
+    text = spec.strip()
+    if text == "none":
+        return None
+    if text != "default":
+        return Path(text).expanduser()
+    found = shipped_prior(data, size, channels)
+    if found is None:
+        log.info(
+            "generator_prior=default: no prior ships for data %s at %d px, %d channel(s), so "
+            "the generator learns from the shots alone (as generator_prior=none); train one "
+            "with `%s -P data=%s -P prior_out=priors/<name>`",
+            data,
+            size,
+            channels,
+            RETRAIN_COMMAND,
+            data,
+        )
+    return found

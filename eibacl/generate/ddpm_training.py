@@ -57,7 +57,7 @@ def _save_checkpoint(
 
 
 def _load_checkpoint(path: Path, model: Any, opt: Any, ema: Any, gen: torch.Generator) -> LoopState:
-    payload = torch.load(path, map_location="cpu", weights_only=False)
+    payload = torch.load(path, map_location="cpu", weights_only=True)
     model.load_state_dict(payload["model"])
     opt.load_state_dict(payload["opt"])
     ema.load_state_dict(payload["ema"])

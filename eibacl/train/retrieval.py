@@ -23,6 +23,7 @@ from matplotlib.figure import Figure
 
 from eibacl import tracking
 from eibacl.config import ConfigError
+from eibacl.data.logged import pool_dataset
 from eibacl.data.pool import UnlabelledPool, load_unlabelled_pool
 from eibacl.data.training_data import TrainingData
 from eibacl.device import resolve_device
@@ -152,20 +153,6 @@ def _log_retrieval(data: TrainingData, pool: UnlabelledPool, found: Retrieved, k
         }
     )
     tracking.log_figure(neighbours_figure(data, pool, found), GRID_ARTIFACT)
-
-
-def pool_dataset(pool: UnlabelledPool) -> tracking.DatasetRef:
-    """The pool as an MLflow dataset: source, digest, size, classes where known."""
-    return tracking.DatasetRef(
-        name=f"prior-pool-{pool.digest()[:8]}",
-        source=pool.source,
-        digest=pool.digest(),
-        size=len(pool),
-        tags=(
-            ("classes", ",".join(pool.classes) or "unknown"),
-            ("skipped", str(len(pool.skipped))),
-        ),
-    )
 
 
 def neighbours_figure(
