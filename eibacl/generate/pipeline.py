@@ -30,17 +30,20 @@ from eibacl.data.logged import log_data
 from eibacl.data.resize import resize_uint8
 from eibacl.data.training_data import TrainingData, prepare_data
 from eibacl.device import resolve_device
-from eibacl.generate.augment import (
+from eibacl.generate.backends.estimate import PROBE_STEPS, estimate_fit_seconds
+from eibacl.generate.backends.protocol import GeneratorBackend
+from eibacl.generate.backends.resized import ResizedBackend, generator_size
+from eibacl.generate.dafusion.augment import (
     conditioning_weights,
     generate_synthetic_set,
     generation_settings,
     recipe_params_of,
 )
-from eibacl.generate.backend import GeneratorBackend
-from eibacl.generate.estimate import PROBE_STEPS, estimate_fit_seconds
-from eibacl.generate.generator_inputs import GeneratorInputs, load_generator_inputs
-from eibacl.generate.grids import near_ood_grid_figure, variants_grid_figure
-from eibacl.generate.judge import (
+from eibacl.generate.dafusion.generator_inputs import GeneratorInputs, load_generator_inputs
+from eibacl.generate.dafusion.grids import near_ood_grid_figure, variants_grid_figure
+from eibacl.generate.dafusion.recipes import RecipeParams, parse_recipes, resolve_recipe
+from eibacl.generate.dafusion.synthetic_set import SyntheticSet, SyntheticSetKey, is_complete
+from eibacl.generate.judge.judge import (
     JUDGE_FILE,
     closest_pairs_figure,
     fit_judge,
@@ -50,10 +53,7 @@ from eibacl.generate.judge import (
     synthetic_groups,
     verdicts,
 )
-from eibacl.generate.quality import synthetic_quality, train_reference_classifier
-from eibacl.generate.recipes import RecipeParams, parse_recipes, resolve_recipe
-from eibacl.generate.resized import ResizedBackend, generator_size
-from eibacl.generate.synthetic_set import SyntheticSet, SyntheticSetKey, is_complete
+from eibacl.generate.judge.quality import synthetic_quality, train_reference_classifier
 from eibacl.paths import cache_dir
 
 log = logging.getLogger(__name__)
@@ -125,7 +125,7 @@ def generator_inputs(config: GenerateConfig, data: TrainingData) -> GeneratorInp
     if config.generator == "ddpm":
         size = _work_size(config, data)
         return GeneratorInputs(data.train_x, None, "none", size, data.imageset.image_size)
-    from eibacl.generate.stable_diffusion import sd_geometry
+    from eibacl.generate.backends.stable_diffusion import sd_geometry
 
     return load_generator_inputs(
         data,
@@ -201,7 +201,7 @@ def load_or_train_generator(
 def reuse_embeddings(config: GenerateConfig, names: list[str], device: torch.device) -> Any:
     """The SD backend with the class tokens of `ti_embeddings` (runs:/<run id> or a folder
     holding a saved generator), checked against this run's classes."""
-    from eibacl.generate.stable_diffusion import StableDiffusionBackend
+    from eibacl.generate.backends.stable_diffusion import StableDiffusionBackend
 
     spec = config.ti_embeddings
     if spec.startswith("runs:/"):
@@ -281,10 +281,10 @@ def say_estimate(
 def backend_class(config: GenerateConfig) -> type:
     """Imported lazily: the SD backend pulls in transformers, which the default never needs."""
     if config.generator == "ddpm":
-        from eibacl.generate.ddpm import DDPMBackend
+        from eibacl.generate.backends.ddpm import DDPMBackend
 
         return DDPMBackend
-    from eibacl.generate.stable_diffusion import StableDiffusionBackend
+    from eibacl.generate.backends.stable_diffusion import StableDiffusionBackend
 
     return StableDiffusionBackend
 
@@ -351,7 +351,7 @@ def ensure_synthetic_set(
         inputs = generator_inputs(config, data)
     log.info("generate: %s", inputs.describe(data.imageset.image_size))
     if config.generator == "stable-diffusion":
-        from eibacl.generate.stable_diffusion import check_inpainting
+        from eibacl.generate.backends.stable_diffusion import check_inpainting
 
         check_inpainting(config.sd_model, inputs.mask_kind)  # before any training
     with distributed.primary_first():  # torchrun: rank 0 trains it, the others load it

@@ -27,7 +27,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from eibacl.device import autocast
-from eibacl.generate.backend import mix_rows, validate_img2img_inputs, validate_strength
+from eibacl.generate.backends.protocol import mix_rows, validate_img2img_inputs, validate_strength
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -229,7 +229,7 @@ class DDPMBackend:
         learning-rate decay follows whichever budget is further spent, so a time-limited run
         still ends at a low rate. The saved/sampling weights are the EMA weights. With
         ``checkpoint`` the loop resumes from (and keeps writing) that file
-        (`eibacl.generate.ddpm_training`).
+        (`eibacl.generate.backends.ddpm_training`).
         """
         cfg = self.config
         self._check_images(images)
@@ -246,7 +246,7 @@ class DDPMBackend:
             raise ValueError(f"labels must be in [0, {cfg.num_classes})")
         cfg.class_names = list(class_names)
 
-        from eibacl.generate.ddpm_training import train_denoiser
+        from eibacl.generate.backends.ddpm_training import train_denoiser
 
         state = train_denoiser(
             self,
@@ -288,7 +288,7 @@ class DDPMBackend:
         (at least one). With ``masks`` (B×1×H×W, 1 = object), only the object region is
         regenerated and the rest is kept from the input (RePaint-style blending).
         ``negative_weights`` (B×(K+1), null last) replace the null as the guidance's
-        negative (see `eibacl.generate.backend`).
+        negative (see `eibacl.generate.backends.protocol`).
         """
         cfg = self.config
         strength = validate_strength(strength)

@@ -43,8 +43,8 @@ import torch.nn.functional as F
 
 from eibacl.config import GenerateConfig
 from eibacl.device import resolve_device
-from eibacl.generate.backend import mix_rows, validate_img2img_inputs, validate_strength
-from eibacl.generate.textual_inversion import (
+from eibacl.generate.backends.protocol import mix_rows, validate_img2img_inputs, validate_strength
+from eibacl.generate.backends.textual_inversion import (
     PROMPT_TEMPLATE,
     TI_BATCH_SIZE,
     TI_LR,

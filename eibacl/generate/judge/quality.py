@@ -149,7 +149,7 @@ def synthetic_quality(
     ``quality/{id,near_ood,real_val}/{max_softmax_mean,entropy_mean,count}``,
     ``quality/near_ood/source_class_rate`` and ``quality/near_ood/<recipe>/...``,
     ``quality/real_val/accuracy`` when ``real_val_labels`` given. With ``class_weights``
-    (the N×K conditioning, see `eibacl.generate.augment.conditioning_weights`) also
+    (the N×K conditioning, see `eibacl.generate.dafusion.augment.conditioning_weights`) also
     ``quality/near_ood[/<recipe>]/other_class_rate``: the share classified as a class it was
     conditioned on other than the source's, i.e. that simply became an image of another
     known class. A faithful set has a high ID own-class rate; a useful near-OOD set has low

@@ -2,7 +2,7 @@
 
 For each real image: ``num_synthetic`` in-distribution variants (own class, strength drawn
 per variant from ``strengths``) and ``num_near_ood`` near-OOD variants (recipes of
-`eibacl.generate.recipes`, spread evenly over the set). Every variant has its own seed,
+`eibacl.generate.dafusion.recipes`, spread evenly over the set). Every variant has its own seed,
 derived from ``(seed, source_id, kind, index)``, and so does its recipe draw: an
 interrupted run that is started again makes exactly the images it would have made.
 
@@ -27,15 +27,15 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from eibacl.data.resize import resize_uint8
-from eibacl.generate.backend import GeneratorBackend, validate_strength
-from eibacl.generate.recipes import (
+from eibacl.generate.backends.protocol import GeneratorBackend, validate_strength
+from eibacl.generate.dafusion.recipes import (
     ID,
     NEAR_OOD_RECIPES,
     RecipeParams,
     parse_recipes,
     resolve_recipe,
 )
-from eibacl.generate.synthetic_set import (
+from eibacl.generate.dafusion.synthetic_set import (
     IMAGES_DIR,
     ManifestRow,
     SyntheticSetKey,
@@ -432,7 +432,7 @@ def _generate_across_ranks(
     marks it complete; a second barrier releases the others. An interrupted run resumes
     from its shards (of any process count)."""
     from eibacl import distributed
-    from eibacl.generate.synthetic_set import is_complete
+    from eibacl.generate.dafusion.synthetic_set import is_complete
 
     if is_complete(out_dir):
         return out_dir
@@ -475,7 +475,7 @@ def merge_shards(
     """Copy the images of ``shard_dirs`` (sets made with ``settings``) into ``out_dir`` in
     ``order`` (synthetic ids), then write its cache and ``COMPLETE``; refuses to finish a
     set with an image missing from every shard."""
-    from eibacl.generate.synthetic_set import _decode_png
+    from eibacl.generate.dafusion.synthetic_set import _decode_png
 
     found: dict[str, tuple[Path, ManifestRow]] = {}
     for folder in shard_dirs:
