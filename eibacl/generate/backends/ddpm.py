@@ -20,7 +20,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -28,6 +28,10 @@ from tqdm.auto import tqdm
 
 from eibacl.device import autocast
 from eibacl.generate.backends.protocol import mix_rows, validate_img2img_inputs, validate_strength
+
+if TYPE_CHECKING:
+    from eibacl.config import GenerateConfig
+    from eibacl.data.training_data import TrainingData
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -197,6 +201,29 @@ class DDPMBackend:
         self.trained_steps = 0
         self.loss_history: list[float] = []
         self.train_seconds = 0.0
+
+    @classmethod
+    def from_settings(
+        cls,
+        config: GenerateConfig,
+        data: TrainingData,
+        device: torch.device,
+        *,
+        train_steps: int | None = None,
+    ) -> DDPMBackend:
+        """The untrained model the run's settings describe, at its work size
+        (`generator_size`); ``train_steps`` replaces `generator_steps` (the time probe)."""
+        from eibacl.generate.backends import work_size
+
+        return cls(
+            image_size=work_size(config, data),
+            channels=data.imageset.channels,
+            num_classes=data.num_classes,
+            device=device,
+            train_steps=config.generator_steps if train_steps is None else train_steps,
+            inference_steps=config.inference_steps,
+            seed=config.generator_seed,
+        )
 
     # ------------------------------------------------------------------ helpers
     @property

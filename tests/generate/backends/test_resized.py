@@ -83,7 +83,7 @@ def test_pipeline_trains_at_generator_size_and_says_how_long(fresh_experiment, c
     from eibacl.generate.pipeline import generate, generator_key
 
     config = GenerateRunConfig(**(TINY | {"generator_size": 8}))
-    with caplog.at_level(logging.INFO, logger="eibacl.generate.pipeline"):
+    with caplog.at_level(logging.INFO, logger="eibacl.generate"):
         result = generate(config)
     (line,) = [
         r.getMessage() for r in caplog.records if "training the ddpm generator" in r.getMessage()
