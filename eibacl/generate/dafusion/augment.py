@@ -280,33 +280,44 @@ def generate_synthetic_set(
     labels = torch.as_tensor(labels, dtype=torch.int64)
     source_ids = [str(s) for s in source_ids]
     specs = _validate(
-        images,
-        labels,
-        source_ids,
-        class_names,
-        num_synthetic,
-        strengths,
-        num_near_ood,
-        near_ood_recipes,
-        batch_size,
-        masks,
-    )
-    out_dir = Path(out_dir)
-    fingerprint = backend.fingerprint()
+        images, labels, source_ids, class_names, num_synthetic, strengths, num_near_ood,
+        near_ood_recipes, batch_size, masks
+    )  # fmt: skip
+    generation = generation_settings(
+        num_synthetic=num_synthetic, strengths=strengths, num_near_ood=num_near_ood,
+        near_ood_recipes=specs, guidance_scale=guidance_scale, seed=seed,
+        use_masks=masks is not None, recipe_params=recipe_params, sources=sources
+    )  # fmt: skip
+    settings = _set_settings(backend, generation, class_names, source_ids, labels, key)
+    tasks = _plan(
+        labels, source_ids, class_names, num_synthetic, strengths, num_near_ood, specs, seed,
+        backend.name, settings["model_fingerprint"], recipe_params
+    )  # fmt: skip
+    job = (backend, images, masks, tasks, settings, Path(out_dir), guidance_scale, batch_size)
+    if across_ranks and _world_size() > 1:
+        return _generate_across_ranks(*job, progress, output_size)
+    return _write_pending(*job, progress, output_size)
+
+
+def _world_size() -> int:
+    from eibacl import distributed
+
+    return distributed.world_size()
+
+
+def _set_settings(
+    backend: GeneratorBackend,
+    generation: dict[str, Any],
+    class_names: Sequence[str],
+    source_ids: list[str],
+    labels: torch.Tensor,
+    key: SyntheticSetKey | None,
+) -> dict[str, Any]:
+    """The set's ``settings.json``: its generation settings, generator and sources."""
     settings = {
-        "generation": generation_settings(
-            num_synthetic=num_synthetic,
-            strengths=strengths,
-            num_near_ood=num_near_ood,
-            near_ood_recipes=specs,
-            guidance_scale=guidance_scale,
-            seed=seed,
-            use_masks=masks is not None,
-            recipe_params=recipe_params,
-            sources=sources,
-        ),
+        "generation": generation,
         "backend": backend.name,
-        "model_fingerprint": fingerprint,
+        "model_fingerprint": backend.fingerprint(),
         "class_names": list(class_names),
         "sources_digest": _sources_digest(source_ids, labels),
         "num_sources": len(source_ids),
@@ -314,35 +325,22 @@ def generate_synthetic_set(
     if key is not None:
         settings["key"] = key.to_dict()
         settings["key_digest"] = key.digest
-    tasks = _plan(
-        labels,
-        source_ids,
-        class_names,
-        num_synthetic,
-        strengths,
-        num_near_ood,
-        specs,
-        seed,
-        backend.name,
-        fingerprint,
-        recipe_params,
-    )
-    if across_ranks:
-        from eibacl import distributed
+    return settings
 
-        if distributed.world_size() > 1:
-            return _generate_across_ranks(
-                backend,
-                images,
-                masks,
-                tasks,
-                settings,
-                out_dir,
-                guidance_scale,
-                batch_size,
-                progress,
-                output_size,
-            )
+
+def _write_pending(
+    backend: GeneratorBackend,
+    images: torch.Tensor,
+    masks: torch.Tensor | None,
+    tasks: list[_Task],
+    settings: dict[str, Any],
+    out_dir: Path,
+    guidance_scale: float,
+    batch_size: int,
+    progress: bool,
+    output_size: int | None,
+) -> Path:
+    """One process: render the variants not yet on disk, batch by batch, then finish."""
     with SyntheticSetWriter(out_dir, settings) as writer:
         done = writer.done_ids
         pending = [t for t in tasks if t.row.synthetic_id not in done]
