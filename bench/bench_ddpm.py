@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 
 from eibacl.data.fashion_mnist import CLASS_NAMES
-from eibacl.generate.ddpm import DDPMBackend, DDPMConfig
-from eibacl.generate.recipes import NEAR_OOD_RECIPES
+from eibacl.generate.backends.ddpm import DDPMBackend, DDPMConfig
+from eibacl.generate.dafusion.recipes import NEAR_OOD_RECIPES
 
 FMNIST = Path(os.environ.get("FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist"))
 ID_CLASSES = [0, 1, 3, 4, 5, 7, 8]
@@ -127,8 +127,8 @@ def bench(args: argparse.Namespace, device: str) -> None:
 
 
 def quality(backend, images, labels, names, args, device) -> None:
-    from eibacl.generate.quality import synthetic_quality, train_reference_classifier
-    from eibacl.generate.recipes import ID
+    from eibacl.generate.dafusion.recipes import ID
+    from eibacl.generate.judge.quality import synthetic_quality, train_reference_classifier
 
     k = len(names)
     start = time.perf_counter()

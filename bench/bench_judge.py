@@ -19,7 +19,7 @@ import torch
 
 from eibacl.config import GenerateRunConfig, strength_list
 from eibacl.data.training_data import prepare_data
-from eibacl.generate.judge import fit_judge, judge_report, verdicts
+from eibacl.generate.judge.judge import fit_judge, judge_report, verdicts
 from eibacl.generate.pipeline import load_or_train_generator
 
 

@@ -19,7 +19,7 @@ import torch
 from eibacl.config import PretrainConfig
 from eibacl.data.pool import load_unlabelled_pool
 from eibacl.data.training_data import prepare_data
-from eibacl.generate.judge import nearest
+from eibacl.generate.judge.judge import nearest
 from eibacl.train.retrieval import retrieval_features
 
 

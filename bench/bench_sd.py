@@ -23,7 +23,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from eibacl.generate.stable_diffusion import SDSettings, StableDiffusionBackend  # noqa: E402
+from eibacl.generate.backends.stable_diffusion import SDSettings, StableDiffusionBackend  # noqa: E402
 
 
 def _tiny_sd():

@@ -121,7 +121,7 @@ def sd_pipelines(tiny: bool, device: torch.device, dtype: torch.dtype) -> tuple[
 
 
 def sd_backend(pipe: Any, args: argparse.Namespace, device: torch.device) -> Any:
-    from eibacl.generate.stable_diffusion import SDSettings, StableDiffusionBackend
+    from eibacl.generate.backends.stable_diffusion import SDSettings, StableDiffusionBackend
 
     settings = SDSettings(
         sd_model="<random SD 1.x config>",
@@ -137,7 +137,7 @@ def sd_backend(pipe: Any, args: argparse.Namespace, device: torch.device) -> Any
 def variants(backend: Any, data: Any, inputs: Any, out: Path, masks: Any) -> tuple:
     """One variant per training image at strength 0.5, as `generate` makes them; the share of
     the time spent in the diffusion model itself is measured by wrapping `img2img`."""
-    from eibacl.generate.augment import generate_synthetic_set
+    from eibacl.generate.dafusion.augment import generate_synthetic_set
 
     spent = [0.0]
     inner = backend.img2img
@@ -198,7 +198,7 @@ def prepare(args: argparse.Namespace, device: torch.device) -> tuple[Any, Any, d
     """The photo folder, its split, and the generator's inputs (the `data` stage)."""
     from eibacl.config import GenerateRunConfig
     from eibacl.data.training_data import prepare_data
-    from eibacl.generate.generator_inputs import load_generator_inputs
+    from eibacl.generate.dafusion.generator_inputs import load_generator_inputs
 
     work = Path(tempfile.mkdtemp(prefix="gpu-check-"))
     os.chdir(work)

@@ -594,7 +594,8 @@ class EvalConfig:
 
 def recipe_names(text: str) -> list[str]:
     """The near-OOD recipe names in `near_ood_recipes` (validated; ConfigError naming it)."""
-    from eibacl.generate.recipes import parse_recipes  # torch: only when a config is checked
+    # torch: only when a config is checked
+    from eibacl.generate.dafusion.recipes import parse_recipes
 
     try:
         specs = parse_recipes(text)

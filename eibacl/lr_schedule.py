@@ -1,5 +1,5 @@
 """The one warm-up cosine learning-rate factor, shared by the encoder's training loop
-(eibacl.train.schedule) and the embedded DDPM (eibacl.generate.ddpm); it lives outside both
+(eibacl.train.schedule) and the embedded DDPM (eibacl.generate.backends.ddpm); it lives outside both
 packages so that generate/ never imports train/."""
 
 from __future__ import annotations

@@ -176,15 +176,15 @@ def test_cli_line_keeps_the_chained_cause(capsys):
 
 def test_reused_tokens_say_not_found_only_when_the_store_says_so(monkeypatch):
     from eibacl.config import GenerateConfig
-    from eibacl.generate import pipeline
+    from eibacl.generate.backends.stable_diffusion import reuse_embeddings
 
     config = GenerateConfig(generator="stable-diffusion", ti_embeddings="runs:/r1")
     monkeypatch.setattr(tracking, "download", missing)
     with pytest.raises(ValueError, match="cannot fetch the generator/ artifact of run r1"):
-        pipeline.reuse_embeddings(config, ["a"], device="cpu")
+        reuse_embeddings(config, ["a"], device="cpu")
     monkeypatch.setattr(tracking, "download", store_down)
     with pytest.raises(MlflowException, match="locked"):
-        pipeline.reuse_embeddings(config, ["a"], device="cpu")
+        reuse_embeddings(config, ["a"], device="cpu")
 
 
 def test_dataset_insert_race_is_retried_and_other_store_errors_surface(monkeypatch):

@@ -1,7 +1,7 @@
 """Diffusion generators (embedded DDPM, Stable Diffusion), DA-Fusion augmentation,
 near-OOD recipes, the on-disk synthetic set, and checks of what was generated.
 
-Submodules are imported lazily: ``import eibacl.generate.synthetic_set`` does not pay
+Submodules are imported lazily: ``import eibacl.generate.dafusion.synthetic_set`` does not pay
 for importing diffusers.
 """
 
@@ -11,32 +11,32 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "GeneratorBackend": "backend",
-    "parse_strengths": "backend",
-    "validate_strength": "backend",
-    "DDPMBackend": "ddpm",
-    "DDPMConfig": "ddpm",
-    "NEAR_OOD_RECIPES": "recipes",
-    "RECIPES": "recipes",
-    "Recipe": "recipes",
-    "get_recipe": "recipes",
-    "parse_recipes": "recipes",
-    "resolve_recipe": "recipes",
-    "ManifestRow": "synthetic_set",
-    "MANIFEST_COLUMNS": "synthetic_set",
-    "SyntheticSet": "synthetic_set",
-    "SyntheticSetKey": "synthetic_set",
-    "SyntheticSetWriter": "synthetic_set",
-    "find": "synthetic_set",
-    "is_complete": "synthetic_set",
-    "derive_seed": "augment",
-    "generate_synthetic_set": "augment",
-    "generation_settings": "augment",
-    "ReferenceClassifier": "quality",
-    "synthetic_quality": "quality",
-    "train_reference_classifier": "quality",
-    "near_ood_grid_figure": "grids",
-    "variants_grid_figure": "grids",
+    "GeneratorBackend": "backends.protocol",
+    "parse_strengths": "backends.protocol",
+    "validate_strength": "backends.protocol",
+    "DDPMBackend": "backends.ddpm",
+    "DDPMConfig": "backends.ddpm",
+    "NEAR_OOD_RECIPES": "dafusion.recipes",
+    "RECIPES": "dafusion.recipes",
+    "Recipe": "dafusion.recipes",
+    "get_recipe": "dafusion.recipes",
+    "parse_recipes": "dafusion.recipes",
+    "resolve_recipe": "dafusion.recipes",
+    "ManifestRow": "dafusion.synthetic_set",
+    "MANIFEST_COLUMNS": "dafusion.synthetic_set",
+    "SyntheticSet": "dafusion.synthetic_set",
+    "SyntheticSetKey": "dafusion.synthetic_set",
+    "SyntheticSetWriter": "dafusion.synthetic_set",
+    "find": "dafusion.synthetic_set",
+    "is_complete": "dafusion.synthetic_set",
+    "derive_seed": "dafusion.augment",
+    "generate_synthetic_set": "dafusion.augment",
+    "generation_settings": "dafusion.augment",
+    "ReferenceClassifier": "judge.quality",
+    "synthetic_quality": "judge.quality",
+    "train_reference_classifier": "judge.quality",
+    "near_ood_grid_figure": "dafusion.grids",
+    "variants_grid_figure": "dafusion.grids",
 }
 
 __all__ = sorted(_EXPORTS)

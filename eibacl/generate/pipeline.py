@@ -30,17 +30,19 @@ from eibacl.data.logged import log_data
 from eibacl.data.resize import resize_uint8
 from eibacl.data.training_data import TrainingData, prepare_data
 from eibacl.device import resolve_device
-from eibacl.generate.augment import (
+from eibacl.generate.backends import load_backend, train_backend, work_size
+from eibacl.generate.backends.protocol import GeneratorBackend
+from eibacl.generate.dafusion.augment import (
     conditioning_weights,
     generate_synthetic_set,
     generation_settings,
     recipe_params_of,
 )
-from eibacl.generate.backend import GeneratorBackend
-from eibacl.generate.estimate import PROBE_STEPS, estimate_fit_seconds
-from eibacl.generate.generator_inputs import GeneratorInputs, load_generator_inputs
-from eibacl.generate.grids import near_ood_grid_figure, variants_grid_figure
-from eibacl.generate.judge import (
+from eibacl.generate.dafusion.generator_inputs import GeneratorInputs, load_generator_inputs
+from eibacl.generate.dafusion.grids import near_ood_grid_figure, variants_grid_figure
+from eibacl.generate.dafusion.recipes import RecipeParams, parse_recipes, resolve_recipe
+from eibacl.generate.dafusion.synthetic_set import SyntheticSet, SyntheticSetKey, is_complete
+from eibacl.generate.judge.judge import (
     JUDGE_FILE,
     closest_pairs_figure,
     fit_judge,
@@ -50,10 +52,7 @@ from eibacl.generate.judge import (
     synthetic_groups,
     verdicts,
 )
-from eibacl.generate.quality import synthetic_quality, train_reference_classifier
-from eibacl.generate.recipes import RecipeParams, parse_recipes, resolve_recipe
-from eibacl.generate.resized import ResizedBackend, generator_size
-from eibacl.generate.synthetic_set import SyntheticSet, SyntheticSetKey, is_complete
+from eibacl.generate.judge.quality import synthetic_quality, train_reference_classifier
 from eibacl.paths import cache_dir
 
 log = logging.getLogger(__name__)
@@ -98,7 +97,7 @@ def generator_key(config: GenerateConfig, data: TrainingData) -> str:
         "image_size": data.imageset.image_size,
         "version": 2,  # v2: the DDPM's lr follows eibacl.lr_schedule (warm-up, then cosine)
     }
-    size = _work_size(config, data)
+    size = work_size(config, data)
     if size != data.imageset.image_size:  # keys of generators at the image size unchanged
         parts["generator_size"] = size
     if config.generator == "stable-diffusion":  # v2: sources at its size, one TI loop
@@ -111,59 +110,20 @@ def generator_dir(config: GenerateConfig, data: TrainingData) -> Path:
     return cache_dir() / "generators" / generator_key(config, data)
 
 
-def _work_size(config: GenerateConfig, data: TrainingData) -> int:
-    """The side the embedded ddpm works at (image_size for SD, which reads its own inputs)."""
-    if config.generator != "ddpm":
-        return data.imageset.image_size
-    return generator_size(config.generator_size, data.imageset.image_size)
-
-
 def generator_inputs(config: GenerateConfig, data: TrainingData) -> GeneratorInputs:
     """What the generator reads. SD: the source crops at its resolution with their masks
     (`generator_inputs`); the embedded ddpm: the training images, resized down to
     `generator_size` by its wrapper (it never works above image_size, so never upsamples)."""
     if config.generator == "ddpm":
-        size = _work_size(config, data)
+        size = work_size(config, data)
         return GeneratorInputs(data.train_x, None, "none", size, data.imageset.image_size)
-    from eibacl.generate.stable_diffusion import sd_geometry
+    from eibacl.generate.backends.stable_diffusion import sd_geometry
 
     return load_generator_inputs(
         data,
         sd_geometry(config.sd_model)[0],
         use_masks=config.use_masks,
         mask_dilation=config.mask_dilation,
-    )
-
-
-def _resized(backend: Any, config: GenerateConfig, data: TrainingData) -> Any:
-    size = _work_size(config, data)
-    if size == data.imageset.image_size:
-        return backend
-    return ResizedBackend(backend, size, data.imageset.image_size)
-
-
-def _ddpm(config: GenerateConfig, data: TrainingData, device: torch.device, steps: int) -> Any:
-    return backend_class(config)(
-        image_size=_work_size(config, data),
-        channels=data.imageset.channels,
-        num_classes=data.num_classes,
-        device=device,
-        train_steps=steps,
-        inference_steps=config.inference_steps,
-        seed=config.generator_seed,
-    )
-
-
-def make_backend(config: GenerateConfig, data: TrainingData, device: torch.device) -> Any:
-    if config.generator == "ddpm":
-        return _resized(_ddpm(config, data, device, config.generator_steps), config, data)
-    return backend_class(config).from_pretrained(
-        config.sd_model,
-        device=str(device),
-        ti_steps=config.ti_steps,
-        num_vectors=config.ti_vectors,
-        seed=config.generator_seed,
-        inference_steps=config.inference_steps,
     )
 
 
@@ -177,62 +137,12 @@ def load_or_train_generator(
     """The trained generator from the cache, or trained now (only on the training split);
     with `ti_embeddings` the class tokens of an earlier run instead of training them."""
     folder = generator_dir(config, data)
-    backend_cls = backend_class(config)
     if (folder / "COMPLETE").is_file():
-        kwargs: dict[str, Any] = {"device": str(device)}
-        if config.generator == "stable-diffusion":
-            kwargs["sd_model"] = config.sd_model
-        return _resized(backend_cls.load(folder, **kwargs), config, data), folder, True
-    names = list(data.split.id_classes)
-    if config.generator == "stable-diffusion" and config.ti_embeddings:
-        backend = reuse_embeddings(config, names, device)
-    else:
-        backend = make_backend(config, data, device)
-        inputs = inputs or generator_inputs(config, data)
-        if config.generator == "ddpm":
-            say_estimate(config, data, device, names)
-            backend.fit(inputs.images, data.train_y, names, progress=progress)
-        else:
-            backend.fit(inputs.images, data.train_y, names, progress=progress, masks=inputs.masks)
+        return load_backend(folder, config, data, device), folder, True
+    inputs = inputs or generator_inputs(config, data)
+    backend = train_backend(config, data, device, inputs.images, inputs.masks, progress)
     _save_generator(backend, folder, config)
     return backend, folder, False
-
-
-def reuse_embeddings(config: GenerateConfig, names: list[str], device: torch.device) -> Any:
-    """The SD backend with the class tokens of `ti_embeddings` (runs:/<run id> or a folder
-    holding a saved generator), checked against this run's classes."""
-    from eibacl.generate.stable_diffusion import StableDiffusionBackend
-
-    spec = config.ti_embeddings
-    if spec.startswith("runs:/"):
-        run_id = spec[len("runs:/") :].strip("/").split("/")[0]
-        try:
-            source = tracking.download(run_id, "generator")
-        except tracking.MlflowException as exc:  # only "no such run/artifact" is the user's
-            if not tracking.is_not_found(exc):
-                raise
-            raise ValueError(
-                f"ti_embeddings={spec!r}: cannot fetch the generator/ artifact of run {run_id} "
-                f"({type(exc).__name__}): give the run id of a generate run that trained "
-                "Stable Diffusion tokens"
-            ) from exc
-    else:
-        source = Path(spec).expanduser()
-    if not (source / "stable_diffusion.json").is_file():
-        raise ValueError(
-            f"ti_embeddings={spec!r}: {source} holds no saved Stable Diffusion generator "
-            "(stable_diffusion.json): give runs:/<run id> of a generate run with "
-            "generator=stable-diffusion, or its generator/ folder"
-        )
-    backend = StableDiffusionBackend.load(source, sd_model=config.sd_model, device=str(device))
-    if backend.class_names != names:
-        raise ValueError(
-            f"ti_embeddings={spec!r} learned tokens for {backend.class_names}, but this run's "
-            f"classes are {names}: reuse a run with the same in-distribution classes"
-        )
-    log.info("textual inversion: %d class tokens reused from %s", len(names), spec)
-    backend.ti_stats = {}  # not trained in this run: its ti/* metrics stay with the source run
-    return backend
 
 
 def _save_generator(backend: Any, folder: Path, config: GenerateConfig) -> None:
@@ -249,44 +159,6 @@ def _save_generator(backend: Any, folder: Path, config: GenerateConfig) -> None:
             f"could not save the trained generator to {folder} ({exc}): free space or set "
             "EIBACL_CACHE to a writable folder"
         ) from exc
-
-
-def say_estimate(
-    config: GenerateConfig, data: TrainingData, device: torch.device, names: list[str]
-) -> None:
-    """One line before the generator trains: how long it will take, measured here."""
-    size = _work_size(config, data)
-    seconds = estimate_fit_seconds(
-        lambda steps: _ddpm(config, data, device, steps),
-        resize_uint8(data.train_x, size),
-        data.train_y,
-        names,
-        config.generator_steps,
-    )
-    log.info(
-        "training the ddpm generator: %d steps on %d images at %d px%s on %s, about %.1f min "
-        "(from %d timed steps; generator_steps and generator_size set it)",
-        config.generator_steps,
-        len(data.train_x),
-        size,
-        f" (variants resized up to {data.imageset.image_size} px)"
-        if size != data.imageset.image_size
-        else "",
-        device,
-        seconds / 60,
-        PROBE_STEPS,
-    )
-
-
-def backend_class(config: GenerateConfig) -> type:
-    """Imported lazily: the SD backend pulls in transformers, which the default never needs."""
-    if config.generator == "ddpm":
-        from eibacl.generate.ddpm import DDPMBackend
-
-        return DDPMBackend
-    from eibacl.generate.stable_diffusion import StableDiffusionBackend
-
-    return StableDiffusionBackend
 
 
 def recipe_params(config: GenerateConfig) -> RecipeParams:
@@ -351,7 +223,7 @@ def ensure_synthetic_set(
         inputs = generator_inputs(config, data)
     log.info("generate: %s", inputs.describe(data.imageset.image_size))
     if config.generator == "stable-diffusion":
-        from eibacl.generate.stable_diffusion import check_inpainting
+        from eibacl.generate.backends.stable_diffusion import check_inpainting
 
         check_inpainting(config.sd_model, inputs.mask_kind)  # before any training
     with distributed.primary_first():  # torchrun: rank 0 trains it, the others load it

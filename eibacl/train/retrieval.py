@@ -27,9 +27,9 @@ from eibacl.data.logged import pool_dataset
 from eibacl.data.pool import UnlabelledPool, load_unlabelled_pool
 from eibacl.data.training_data import TrainingData
 from eibacl.device import resolve_device
-from eibacl.generate.grids import rows_grid_figure
-from eibacl.generate.judge import embed_images, nearest
-from eibacl.generate.quality import train_reference_classifier
+from eibacl.generate.dafusion.grids import rows_grid_figure
+from eibacl.generate.judge.judge import embed_images, nearest
+from eibacl.generate.judge.quality import train_reference_classifier
 from eibacl.paths import cache_dir
 from eibacl.train.batches import SyntheticPool
 

@@ -24,8 +24,8 @@ from eibacl.config import (
     synthetic_components,
 )
 from eibacl.data.training_data import TrainingData
-from eibacl.generate.judge import JUDGE_FILE, load_verdicts
-from eibacl.generate.synthetic_set import SyntheticSet, is_complete
+from eibacl.generate.dafusion.synthetic_set import SyntheticSet, is_complete
+from eibacl.generate.judge.judge import JUDGE_FILE, load_verdicts
 from eibacl.train.batches import SyntheticPool
 from eibacl.train.retrieval import retrieval_pool
 

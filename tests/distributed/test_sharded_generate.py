@@ -74,7 +74,7 @@ def test_both_ranks_return_the_same_complete_set_named_by_the_same_key(two_sets)
 
 
 def test_manifest_settings_and_pixels_equal_the_single_process_set(two_sets):
-    from eibacl.generate.synthetic_set import SyntheticSet
+    from eibacl.generate.dafusion.synthetic_set import SyntheticSet
 
     one = two_sets["single"].set_dir
     many = Path(two_sets["ranks"][0]["set_dir"])

@@ -7,8 +7,8 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from eibacl.config import ConfigError, GenerateRunConfig
+from eibacl.generate.dafusion.synthetic_set import SyntheticSet
 from eibacl.generate.pipeline import generate
-from eibacl.generate.synthetic_set import SyntheticSet
 from tests import tiny
 
 TINY = tiny.data(shots=4, val_per_class=4, test_per_class=5) | tiny.generation(

@@ -12,7 +12,7 @@ from mlflow.tracking import MlflowClient
 
 from eibacl.config import ConfigError, PretrainConfig
 from eibacl.data.training_data import prepare_data
-from eibacl.generate.synthetic_set import SyntheticSet
+from eibacl.generate.dafusion.synthetic_set import SyntheticSet
 from eibacl.train.batches import Batch
 from eibacl.train.objectives import SupConObjective
 from eibacl.train.pretrain import pretrain
@@ -230,7 +230,7 @@ def test_judge_filter_counts_rejections_and_the_per_image_cap_apart(
 
     import numpy as np
 
-    from eibacl.generate.judge import JUDGE_FILE, Verdicts, save_verdicts
+    from eibacl.generate.judge.judge import JUDGE_FILE, Verdicts, save_verdicts
 
     folder = tmp_path / "set"
     shutil.copytree(resolve_set(synthetic_config, prepare_data(synthetic_config)), folder)
@@ -261,7 +261,7 @@ def test_judge_filter_keeps_only_what_the_judge_passes(synthetic_run, synthetic_
     this takes the error path; the kept path has hand-written verdicts above.)"""
     import numpy as np
 
-    from eibacl.generate.judge import JUDGE_FILE, load_verdicts
+    from eibacl.generate.judge.judge import JUDGE_FILE, load_verdicts
 
     folder = resolve_set(synthetic_config, prepare_data(synthetic_config))
     synthetic = SyntheticSet.open(folder)

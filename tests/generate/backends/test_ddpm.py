@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from eibacl.generate.backend import GeneratorBackend, parse_strengths, validate_strength
-from eibacl.generate.ddpm import DDPMBackend
+from eibacl.generate.backends.ddpm import DDPMBackend
+from eibacl.generate.backends.protocol import GeneratorBackend, parse_strengths, validate_strength
 
 TINY = dict(
     block_out_channels=(8, 16),

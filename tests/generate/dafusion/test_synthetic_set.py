@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from eibacl.generate import synthetic_set as ss
-from eibacl.generate.augment import generate_synthetic_set
-from eibacl.generate.synthetic_set import (
+from eibacl.generate.dafusion import synthetic_set as ss
+from eibacl.generate.dafusion.augment import generate_synthetic_set
+from eibacl.generate.dafusion.synthetic_set import (
     MANIFEST_COLUMNS,
     ManifestRow,
     SyntheticSet,

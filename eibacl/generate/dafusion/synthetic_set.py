@@ -61,8 +61,8 @@ def _canonical_json(value: Any) -> str:
 class SyntheticSetKey:
     """What a synthetic set is a function of; its sha256 names the set's folder.
 
-    ``settings`` is the generation settings dict (see `eibacl.generate.augment`); list order
-    matters (strengths are drawn by index), dict key order does not.
+    ``settings`` is the generation settings dict (see `eibacl.generate.dafusion.augment`);
+    list order matters (strengths are drawn by index), dict key order does not.
     """
 
     data_fingerprint: str

@@ -12,7 +12,7 @@ from PIL import Image
 from eibacl.config import ConfigError, GenerateRunConfig
 from eibacl.data.resize import resize_uint8
 from eibacl.data.training_data import prepare_data
-from eibacl.generate.generator_inputs import dilate, load_generator_inputs, threshold_masks
+from eibacl.generate.dafusion.generator_inputs import dilate, load_generator_inputs, threshold_masks
 from tests import tiny
 
 CLASSES = ("ring", "bolt", "gear", "hose")  # 'hose' is held out
@@ -149,9 +149,9 @@ def test_masks_with_a_plain_unet_stop_before_any_training(tmp_path, tiny_sd_dir)
 
 
 def test_what_reaches_stable_diffusion_and_what_comes_back(tmp_path, tiny_sd_inpaint_dir):
+    from eibacl.generate.backends.stable_diffusion import StableDiffusionBackend
+    from eibacl.generate.dafusion.synthetic_set import SyntheticSet
     from eibacl.generate.pipeline import ensure_synthetic_set
-    from eibacl.generate.stable_diffusion import StableDiffusionBackend
-    from eibacl.generate.synthetic_set import SyntheticSet
 
     root = build_folder(tmp_path / "parts")
     config = _config(

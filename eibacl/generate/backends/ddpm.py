@@ -20,14 +20,18 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
 from eibacl.device import autocast
-from eibacl.generate.backend import mix_rows, validate_img2img_inputs, validate_strength
+from eibacl.generate.backends.protocol import mix_rows, validate_img2img_inputs, validate_strength
+
+if TYPE_CHECKING:
+    from eibacl.config import GenerateConfig
+    from eibacl.data.training_data import TrainingData
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -198,6 +202,29 @@ class DDPMBackend:
         self.loss_history: list[float] = []
         self.train_seconds = 0.0
 
+    @classmethod
+    def from_settings(
+        cls,
+        config: GenerateConfig,
+        data: TrainingData,
+        device: torch.device,
+        *,
+        train_steps: int | None = None,
+    ) -> DDPMBackend:
+        """The untrained model the run's settings describe, at its work size
+        (`generator_size`); ``train_steps`` replaces `generator_steps` (the time probe)."""
+        from eibacl.generate.backends import work_size
+
+        return cls(
+            image_size=work_size(config, data),
+            channels=data.imageset.channels,
+            num_classes=data.num_classes,
+            device=device,
+            train_steps=config.generator_steps if train_steps is None else train_steps,
+            inference_steps=config.inference_steps,
+            seed=config.generator_seed,
+        )
+
     # ------------------------------------------------------------------ helpers
     @property
     def num_parameters(self) -> int:
@@ -229,7 +256,7 @@ class DDPMBackend:
         learning-rate decay follows whichever budget is further spent, so a time-limited run
         still ends at a low rate. The saved/sampling weights are the EMA weights. With
         ``checkpoint`` the loop resumes from (and keeps writing) that file
-        (`eibacl.generate.ddpm_training`).
+        (`eibacl.generate.backends.ddpm_training`).
         """
         cfg = self.config
         self._check_images(images)
@@ -246,7 +273,7 @@ class DDPMBackend:
             raise ValueError(f"labels must be in [0, {cfg.num_classes})")
         cfg.class_names = list(class_names)
 
-        from eibacl.generate.ddpm_training import train_denoiser
+        from eibacl.generate.backends.ddpm_training import train_denoiser
 
         state = train_denoiser(
             self,
@@ -288,7 +315,7 @@ class DDPMBackend:
         (at least one). With ``masks`` (B×1×H×W, 1 = object), only the object region is
         regenerated and the rest is kept from the input (RePaint-style blending).
         ``negative_weights`` (B×(K+1), null last) replace the null as the guidance's
-        negative (see `eibacl.generate.backend`).
+        negative (see `eibacl.generate.backends.protocol`).
         """
         cfg = self.config
         strength = validate_strength(strength)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from eibacl.generate.recipes import (
+from eibacl.generate.dafusion.recipes import (
     ID,
     NEAR_OOD_RECIPES,
     RECIPES,

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from eibacl.generate.ddpm import DDPMBackend
+from eibacl.generate.backends.ddpm import DDPMBackend
 
 log = logging.getLogger(__name__)
 PSEUDO_FILE = "pseudo_classes.safetensors"

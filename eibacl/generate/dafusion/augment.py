@@ -2,7 +2,7 @@
 
 For each real image: ``num_synthetic`` in-distribution variants (own class, strength drawn
 per variant from ``strengths``) and ``num_near_ood`` near-OOD variants (recipes of
-`eibacl.generate.recipes`, spread evenly over the set). Every variant has its own seed,
+`eibacl.generate.dafusion.recipes`, spread evenly over the set). Every variant has its own seed,
 derived from ``(seed, source_id, kind, index)``, and so does its recipe draw: an
 interrupted run that is started again makes exactly the images it would have made.
 
@@ -27,15 +27,15 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from eibacl.data.resize import resize_uint8
-from eibacl.generate.backend import GeneratorBackend, validate_strength
-from eibacl.generate.recipes import (
+from eibacl.generate.backends.protocol import GeneratorBackend, validate_strength
+from eibacl.generate.dafusion.recipes import (
     ID,
     NEAR_OOD_RECIPES,
     RecipeParams,
     parse_recipes,
     resolve_recipe,
 )
-from eibacl.generate.synthetic_set import (
+from eibacl.generate.dafusion.synthetic_set import (
     IMAGES_DIR,
     ManifestRow,
     SyntheticSetKey,
@@ -280,33 +280,44 @@ def generate_synthetic_set(
     labels = torch.as_tensor(labels, dtype=torch.int64)
     source_ids = [str(s) for s in source_ids]
     specs = _validate(
-        images,
-        labels,
-        source_ids,
-        class_names,
-        num_synthetic,
-        strengths,
-        num_near_ood,
-        near_ood_recipes,
-        batch_size,
-        masks,
-    )
-    out_dir = Path(out_dir)
-    fingerprint = backend.fingerprint()
+        images, labels, source_ids, class_names, num_synthetic, strengths, num_near_ood,
+        near_ood_recipes, batch_size, masks
+    )  # fmt: skip
+    generation = generation_settings(
+        num_synthetic=num_synthetic, strengths=strengths, num_near_ood=num_near_ood,
+        near_ood_recipes=specs, guidance_scale=guidance_scale, seed=seed,
+        use_masks=masks is not None, recipe_params=recipe_params, sources=sources
+    )  # fmt: skip
+    settings = _set_settings(backend, generation, class_names, source_ids, labels, key)
+    tasks = _plan(
+        labels, source_ids, class_names, num_synthetic, strengths, num_near_ood, specs, seed,
+        backend.name, settings["model_fingerprint"], recipe_params
+    )  # fmt: skip
+    job = (backend, images, masks, tasks, settings, Path(out_dir), guidance_scale, batch_size)
+    if across_ranks and _world_size() > 1:
+        return _generate_across_ranks(*job, progress, output_size)
+    return _write_pending(*job, progress, output_size)
+
+
+def _world_size() -> int:
+    from eibacl import distributed
+
+    return distributed.world_size()
+
+
+def _set_settings(
+    backend: GeneratorBackend,
+    generation: dict[str, Any],
+    class_names: Sequence[str],
+    source_ids: list[str],
+    labels: torch.Tensor,
+    key: SyntheticSetKey | None,
+) -> dict[str, Any]:
+    """The set's ``settings.json``: its generation settings, generator and sources."""
     settings = {
-        "generation": generation_settings(
-            num_synthetic=num_synthetic,
-            strengths=strengths,
-            num_near_ood=num_near_ood,
-            near_ood_recipes=specs,
-            guidance_scale=guidance_scale,
-            seed=seed,
-            use_masks=masks is not None,
-            recipe_params=recipe_params,
-            sources=sources,
-        ),
+        "generation": generation,
         "backend": backend.name,
-        "model_fingerprint": fingerprint,
+        "model_fingerprint": backend.fingerprint(),
         "class_names": list(class_names),
         "sources_digest": _sources_digest(source_ids, labels),
         "num_sources": len(source_ids),
@@ -314,35 +325,22 @@ def generate_synthetic_set(
     if key is not None:
         settings["key"] = key.to_dict()
         settings["key_digest"] = key.digest
-    tasks = _plan(
-        labels,
-        source_ids,
-        class_names,
-        num_synthetic,
-        strengths,
-        num_near_ood,
-        specs,
-        seed,
-        backend.name,
-        fingerprint,
-        recipe_params,
-    )
-    if across_ranks:
-        from eibacl import distributed
+    return settings
 
-        if distributed.world_size() > 1:
-            return _generate_across_ranks(
-                backend,
-                images,
-                masks,
-                tasks,
-                settings,
-                out_dir,
-                guidance_scale,
-                batch_size,
-                progress,
-                output_size,
-            )
+
+def _write_pending(
+    backend: GeneratorBackend,
+    images: torch.Tensor,
+    masks: torch.Tensor | None,
+    tasks: list[_Task],
+    settings: dict[str, Any],
+    out_dir: Path,
+    guidance_scale: float,
+    batch_size: int,
+    progress: bool,
+    output_size: int | None,
+) -> Path:
+    """One process: render the variants not yet on disk, batch by batch, then finish."""
     with SyntheticSetWriter(out_dir, settings) as writer:
         done = writer.done_ids
         pending = [t for t in tasks if t.row.synthetic_id not in done]
@@ -432,7 +430,7 @@ def _generate_across_ranks(
     marks it complete; a second barrier releases the others. An interrupted run resumes
     from its shards (of any process count)."""
     from eibacl import distributed
-    from eibacl.generate.synthetic_set import is_complete
+    from eibacl.generate.dafusion.synthetic_set import is_complete
 
     if is_complete(out_dir):
         return out_dir
@@ -475,7 +473,7 @@ def merge_shards(
     """Copy the images of ``shard_dirs`` (sets made with ``settings``) into ``out_dir`` in
     ``order`` (synthetic ids), then write its cache and ``COMPLETE``; refuses to finish a
     set with an image missing from every shard."""
-    from eibacl.generate.synthetic_set import _decode_png
+    from eibacl.generate.dafusion.synthetic_set import _decode_png
 
     found: dict[str, tuple[Path, ManifestRow]] = {}
     for folder in shard_dirs:

@@ -10,7 +10,7 @@ import torch
 
 from eibacl.config import GenerateRunConfig
 from eibacl.data.resize import resize_uint8
-from eibacl.generate.resized import ResizedBackend, detail, generator_size
+from eibacl.generate.backends.resized import ResizedBackend, detail, generator_size
 from tests import tiny
 
 
@@ -79,11 +79,11 @@ TINY = tiny.data(shots=4, val_per_class=4, test_per_class=5) | tiny.generation(s
 
 def test_pipeline_trains_at_generator_size_and_says_how_long(fresh_experiment, caplog):
     from eibacl.data.training_data import prepare_data
+    from eibacl.generate.dafusion.synthetic_set import SyntheticSet
     from eibacl.generate.pipeline import generate, generator_key
-    from eibacl.generate.synthetic_set import SyntheticSet
 
     config = GenerateRunConfig(**(TINY | {"generator_size": 8}))
-    with caplog.at_level(logging.INFO, logger="eibacl.generate.pipeline"):
+    with caplog.at_level(logging.INFO, logger="eibacl.generate"):
         result = generate(config)
     (line,) = [
         r.getMessage() for r in caplog.records if "training the ddpm generator" in r.getMessage()

@@ -31,20 +31,21 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 
 from eibacl.config import GenerateConfig
 from eibacl.device import resolve_device
-from eibacl.generate.backend import mix_rows, validate_img2img_inputs, validate_strength
-from eibacl.generate.textual_inversion import (
+from eibacl.generate.backends.protocol import mix_rows, validate_img2img_inputs, validate_strength
+from eibacl.generate.backends.textual_inversion import (
     PROMPT_TEMPLATE,
     TI_BATCH_SIZE,
     TI_LR,
@@ -54,8 +55,12 @@ from eibacl.generate.textual_inversion import (
     train_textual_inversion,
 )
 
+if TYPE_CHECKING:
+    from eibacl.data.training_data import TrainingData
+
 DEFAULT_HUB_ID = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 SETTINGS_FILE = "stable_diffusion.json"
+log = logging.getLogger(__name__)
 EMBEDDINGS_DIR = "embeddings"
 _FORMAT_VERSION = 1
 
@@ -287,6 +292,40 @@ def _from_unit(x: torch.Tensor, size: tuple[int, int], channels: int) -> torch.T
     return (x.clamp(0, 1) * 255).round().to(torch.uint8)
 
 
+def _load_pipe(folder: Path, variant: str | None) -> Any:
+    """The img2img pipeline of a local diffusers folder, as stored (no download).
+
+    No dtype keyword at load: diffusers renamed `torch_dtype` to `dtype`, and only a
+    private helper tells which one a version takes. The weights load as stored (fp32 or
+    the fp16 variant's fp16) and the caller's `.to()` casts them, on every version alike.
+    """
+    from diffusers import StableDiffusionImg2ImgPipeline
+
+    kwargs: dict[str, Any] = {"variant": variant} if variant else {}
+    return StableDiffusionImg2ImgPipeline.from_pretrained(
+        str(folder),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+        local_files_only=True,
+        **kwargs,
+    )
+
+
+def _negative(
+    negative_weights: torch.Tensor | None,
+    rows: slice,
+    table: torch.Tensor,
+    uncond: torch.Tensor,
+    k: int,
+) -> torch.Tensor:
+    """The guidance's negative prompt embeddings of `rows`: the empty prompt, or the mix
+    `negative_weights` asks for."""
+    if negative_weights is None:
+        return uncond.expand(rows.stop - rows.start, -1, -1)
+    return mix_rows(negative_weights[rows].detach().float().to(table.device), table, k)
+
+
 class StableDiffusionBackend:
     """DA-Fusion generator on a frozen Stable Diffusion 1.x (see the module docstring)."""
 
@@ -341,21 +380,7 @@ class StableDiffusionBackend:
         folder, variant = resolve_sd_model(sd_model)
         dev = resolve_device(device)
         torch_dtype = _resolve_dtype(dtype, dev)
-        from diffusers import StableDiffusionImg2ImgPipeline
-
-        # No dtype keyword at load: diffusers renamed `torch_dtype` to `dtype`, and only a
-        # private helper tells which one a version takes. The weights load as stored (fp32 or
-        # the fp16 variant's fp16) and `.to()` below casts them, on every version alike.
-        kwargs: dict[str, Any] = {"variant": variant} if variant else {}
-        pipe = StableDiffusionImg2ImgPipeline.from_pretrained(
-            str(folder),
-            safety_checker=None,
-            feature_extractor=None,
-            requires_safety_checker=False,
-            local_files_only=True,
-            **kwargs,
-        )
-        pipe = pipe.to(dev, torch_dtype)
+        pipe = _load_pipe(folder, variant).to(dev, torch_dtype)
         slicing = bool(attention_slicing) and dev.type == "cuda"
         if slicing:
             pipe.enable_attention_slicing()
@@ -375,6 +400,22 @@ class StableDiffusionBackend:
             attention_slicing=slicing,
         )
         return cls(pipe, settings, model_folder=folder)
+
+    @classmethod
+    def from_settings(
+        cls, config: GenerateConfig, data: TrainingData, device: torch.device
+    ) -> StableDiffusionBackend:
+        """The frozen model the run's settings name (`sd_model`), with its textual-inversion
+        settings; untrained tokens. ``data`` is unused: SD reads its own inputs."""
+        del data
+        return cls.from_pretrained(
+            config.sd_model,
+            device=str(device),
+            ti_steps=config.ti_steps,
+            num_vectors=config.ti_vectors,
+            seed=config.generator_seed,
+            inference_steps=config.inference_steps,
+        )
 
     # ------------------------------------------------------------------ training
     def fit(
@@ -488,20 +529,14 @@ class StableDiffusionBackend:
         inpaint_unet = self.pipe.unet.config.in_channels == 9
         if inpaint_unet and masks is None:
             masks = torch.ones(b, 1, h, w, dtype=torch.bool)
-        res = self.resolution
         steps = self._steps_for(float(strength))
         out = torch.empty_like(images)
         for start in range(0, b, max(1, self.settings.batch_size)):
             sl = slice(start, min(b, start + max(1, self.settings.batch_size)))
-            n = sl.stop - sl.start
-            x = _to_unit(images[sl], res)
             mix = mix_rows(class_weights[sl].to(cond.device), table, k)
-            if negative_weights is None:
-                negative = uncond.expand(n, -1, -1)
-            else:
-                negative = mix_rows(negative_weights[sl].detach().float().to(cond.device), table, k)
+            negative = _negative(negative_weights, sl, table, uncond, k)
             kwargs: dict[str, Any] = {
-                "image": x,
+                "image": _to_unit(images[sl], self.resolution),
                 "prompt_embeds": mix.to(self.dtype),
                 "negative_prompt_embeds": negative.to(self.dtype),
                 "strength": float(strength),
@@ -510,18 +545,25 @@ class StableDiffusionBackend:
                 "generator": [torch.Generator().manual_seed(int(s)) for s in seeds[sl]],
                 "output_type": "pt",
             }
-            if masks is None:
-                gen = self.pipe(**kwargs).images
-                out[sl] = _from_unit(gen, (h, w), c)
-            else:
-                obj = (masks[sl].reshape(n, 1, h, w) != 0).float()
-                m = F.interpolate(obj, size=(res, res), mode="bilinear", align_corners=False)
-                gen = self._inpaint_pipe()(
-                    mask_image=(m > 0.5).float(), height=res, width=res, **kwargs
-                ).images
-                y = _from_unit(gen, (h, w), c)
-                out[sl] = torch.where(obj.bool().expand(-1, c, -1, -1), y, images[sl])
+            out[sl] = self._run_pipe(kwargs, images[sl], None if masks is None else masks[sl])
         return out
+
+    def _run_pipe(
+        self, kwargs: dict[str, Any], images: torch.Tensor, masks: torch.Tensor | None
+    ) -> torch.Tensor:
+        """One batch through img2img, or through inpainting of the object region (the rest
+        is the original image); uint8 at the input size and channels."""
+        n, c, h, w = images.shape
+        if masks is None:
+            return _from_unit(self.pipe(**kwargs).images, (h, w), c)
+        res = self.resolution
+        obj = (masks.reshape(n, 1, h, w) != 0).float()
+        m = F.interpolate(obj, size=(res, res), mode="bilinear", align_corners=False)
+        gen = self._inpaint_pipe()(
+            mask_image=(m > 0.5).float(), height=res, width=res, **kwargs
+        ).images
+        y = _from_unit(gen, (h, w), c)
+        return torch.where(obj.bool().expand(-1, c, -1, -1), y, images)
 
     # ------------------------------------------------------------------ persistence
     def save(self, directory: Path) -> None:
@@ -605,3 +647,46 @@ class StableDiffusionBackend:
             h.update(tok.encode())
             h.update(self.embeddings[tok].float().contiguous().numpy().tobytes())
         return h.hexdigest()
+
+
+def _embeddings_source(spec: str) -> Path:
+    """The folder `ti_embeddings` names: a run's generator/ artifact, or a local folder."""
+    from eibacl import tracking
+
+    if not spec.startswith("runs:/"):
+        return Path(spec).expanduser()
+    run_id = spec[len("runs:/") :].strip("/").split("/")[0]
+    try:
+        return tracking.download(run_id, "generator")
+    except tracking.MlflowException as exc:  # only "no such run/artifact" is the user's
+        if not tracking.is_not_found(exc):
+            raise
+        raise ValueError(
+            f"ti_embeddings={spec!r}: cannot fetch the generator/ artifact of run {run_id} "
+            f"({type(exc).__name__}): give the run id of a generate run that trained "
+            "Stable Diffusion tokens"
+        ) from exc
+
+
+def reuse_embeddings(
+    config: GenerateConfig, names: list[str], device: torch.device | str
+) -> StableDiffusionBackend:
+    """The SD backend with the class tokens of `ti_embeddings` (runs:/<run id> or a folder
+    holding a saved generator), checked against this run's classes."""
+    spec = config.ti_embeddings
+    source = _embeddings_source(spec)
+    if not (source / SETTINGS_FILE).is_file():
+        raise ValueError(
+            f"ti_embeddings={spec!r}: {source} holds no saved Stable Diffusion generator "
+            f"({SETTINGS_FILE}): give runs:/<run id> of a generate run with "
+            "generator=stable-diffusion, or its generator/ folder"
+        )
+    backend = StableDiffusionBackend.load(source, sd_model=config.sd_model, device=str(device))
+    if backend.class_names != names:
+        raise ValueError(
+            f"ti_embeddings={spec!r} learned tokens for {backend.class_names}, but this run's "
+            f"classes are {names}: reuse a run with the same in-distribution classes"
+        )
+    log.info("textual inversion: %d class tokens reused from %s", len(names), spec)
+    backend.ti_stats = {}  # not trained in this run: its ti/* metrics stay with the source run
+    return backend

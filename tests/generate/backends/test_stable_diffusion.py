@@ -11,12 +11,12 @@ import torch
 pytest.importorskip("diffusers")
 pytest.importorskip("transformers")
 
-from eibacl.generate.stable_diffusion import (  # noqa: E402
+from eibacl.generate.backends.stable_diffusion import (  # noqa: E402
     StableDiffusionBackend,
     StableDiffusionWeightsError,
     resolve_sd_model,
 )
-from eibacl.generate.textual_inversion import (  # noqa: E402
+from eibacl.generate.backends.textual_inversion import (  # noqa: E402
     load_into,
     placeholder_tokens,
     save_embeddings,
@@ -172,7 +172,7 @@ def test_img2img_small_strength_and_bad_inputs(fitted):
 
 
 def test_extrapolated_prompt_lies_past_the_source_at_the_prompts_norm(fitted):
-    from eibacl.generate.backend import mix_rows
+    from eibacl.generate.backends.protocol import mix_rows
 
     backend, _, _ = fitted
     cond, uncond = backend._conditioning()

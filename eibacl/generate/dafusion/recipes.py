@@ -9,7 +9,7 @@ style, often the same layout) but belong to none of the known classes; they are 
 used as negatives. A prototype showed that weak recipes do not leave the class: a 50/50
 class mix at strength 0.75 was still classified as the source class 84% of the time and
 scored as in-distribution as the test set. So the defaults are stronger, and were picked
-with `eibacl.generate.quality` on the default CPU generator (Fashion-MNIST, 7 classes x 100
+with `eibacl.generate.judge.quality` on the default CPU generator (Fashion-MNIST, 7 classes x 100
 images, 300 training steps, guidance 3; a reference CNN at 88% validation accuracy; 140
 sources). Share classified as the source class / as the other conditioned class /
 mean max-softmax (real validation images: 0.78; real held-out classes: 0.66):
@@ -77,7 +77,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from eibacl.generate.backend import validate_strength
+from eibacl.generate.backends.protocol import validate_strength
 
 ID_RECIPE = "id"
 
@@ -111,7 +111,7 @@ class Recipe:
 
     The weights row has K entries (one per class) that sum to 1, or K + 1 with the null
     (unconditional) conditioning last; a negative entry is an extrapolation past the
-    classes (see `eibacl.generate.backend`). ``negative_source`` recipes guide *away* from
+    classes (see `eibacl.generate.backends.protocol`). ``negative_source`` recipes guide *away* from
     the source's class: it replaces the null as the negative of classifier-free guidance.
     """
 

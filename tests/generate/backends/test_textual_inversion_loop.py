@@ -9,7 +9,7 @@ import torch
 pytest.importorskip("diffusers")
 pytest.importorskip("transformers")
 
-from eibacl.generate.textual_inversion import (  # noqa: E402
+from eibacl.generate.backends.textual_inversion import (  # noqa: E402
     balanced_picks,
     train_textual_inversion,
 )

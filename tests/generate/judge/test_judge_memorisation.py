@@ -8,7 +8,7 @@ import pytest
 import torch
 from sklearn.neighbors import NearestNeighbors
 
-from eibacl.generate.judge import (
+from eibacl.generate.judge.judge import (
     MEMORISED_QUANTILE,
     add_pool,
     closest_pairs_figure,
@@ -16,7 +16,7 @@ from eibacl.generate.judge import (
     judge_report,
     memorised,
 )
-from tests.generate.test_judge import _data
+from tests.generate.judge.test_judge import _data
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ class". The judge asks what a synthetic image is *for*: where it falls on an OOD
 between real in-distribution images and far-away images. It works on images alone, so
 any generator (the embedded DDPM, Stable Diffusion) is judged the same way.
 
-- Features: the penultimate layer of the reference CNN of `eibacl.generate.quality`,
+- Features: the penultimate layer of the reference CNN of `eibacl.generate.judge.quality`,
   trained on the real training split only (cheap: seconds on a CPU).
 - Scores (higher = more in-distribution): kNN distance on normalised features (Sun et al.
   2022; k = 1, as the study's few-shot default) and Mahalanobis distance to the nearest
@@ -45,8 +45,8 @@ from eibacl.evaluate.scorers import (
     knn_score,
     mahalanobis_score,
 )
-from eibacl.generate.grids import rows_grid_figure
-from eibacl.generate.quality import (
+from eibacl.generate.dafusion.grids import rows_grid_figure
+from eibacl.generate.judge.quality import (
     ReferenceClassifier,
     recipe_key,
     train_reference_classifier,

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from eibacl.evaluate.ood_metrics import auroc
-from eibacl.generate.judge import (
+from eibacl.generate.judge.judge import (
     ID_TPR,
     fit_judge,
     judge_figure,

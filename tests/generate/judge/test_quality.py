@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from eibacl.generate.quality import (
+from eibacl.generate.judge.quality import (
     ReferenceClassifier,
     synthetic_quality,
     train_reference_classifier,

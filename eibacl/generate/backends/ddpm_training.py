@@ -1,7 +1,7 @@
 """The embedded DDPM's training loop, resumable: the epsilon-prediction MSE loss with
 classifier-free-guidance dropout, AdamW, warm-up + cosine learning rate, diffusers' EMA.
 
-A loop that takes an hour (the prior, `eibacl.generate.ddpm_prior`) must survive kill -9:
+A loop that takes an hour (the prior, `eibacl.generate.backends.ddpm_prior`) must survive kill -9:
 with a `checkpoint` path the whole loop state (weights, EMA shadow, optimiser, the data
 order, the random generator, the loss history and the seconds spent) is written there
 atomically every `checkpoint_every` steps, and a later call with the same path goes on from
@@ -83,7 +83,7 @@ def train_denoiser(
     """
     from diffusers.training_utils import EMAModel
 
-    from eibacl.generate.ddpm import _make_schedulers
+    from eibacl.generate.backends.ddpm import _make_schedulers
 
     cfg, model, device = backend.config, backend.model, backend.device
     train_sched, _ = _make_schedulers(cfg)

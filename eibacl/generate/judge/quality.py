@@ -149,13 +149,41 @@ def synthetic_quality(
     ``quality/{id,near_ood,real_val}/{max_softmax_mean,entropy_mean,count}``,
     ``quality/near_ood/source_class_rate`` and ``quality/near_ood/<recipe>/...``,
     ``quality/real_val/accuracy`` when ``real_val_labels`` given. With ``class_weights``
-    (the N×K conditioning, see `eibacl.generate.augment.conditioning_weights`) also
+    (the N×K conditioning, see `eibacl.generate.dafusion.augment.conditioning_weights`) also
     ``quality/near_ood[/<recipe>]/other_class_rate``: the share classified as a class it was
     conditioned on other than the source's, i.e. that simply became an image of another
     known class. A faithful set has a high ID own-class rate; a useful near-OOD set has low
     source- and other-class rates and a max-softmax below the real validation images'.
     """
     n = syn_images.shape[0]
+    labels, strength_t, weights = _checked(n, syn_labels, kinds, recipes, strengths, class_weights)
+    predict = getattr(classifier, "predict_proba", None)
+    if predict is None:
+        raise TypeError("classifier needs a predict_proba(images) method")
+    probs = predict(syn_images) if n else torch.zeros(0, 1)
+    pred = probs.argmax(dim=1)
+    own = pred == labels
+    other = None
+    if weights is not None and n:
+        other = (weights.gather(1, pred[:, None])[:, 0] > 0) & ~own
+    is_id = torch.tensor([k == "id" for k in kinds], dtype=torch.bool)
+    out: dict[str, float] = {}
+    _id_rates(out, probs, own, is_id, strength_t)
+    _near_ood_rates(out, probs, own, other, ~is_id, kinds, recipes)
+    if real_val_images is not None:
+        _real_val(out, predict(real_val_images), real_val_labels)
+    return out
+
+
+def _checked(
+    n: int,
+    syn_labels: torch.Tensor,
+    kinds: Sequence[str],
+    recipes: Sequence[str],
+    strengths: Sequence[float] | torch.Tensor | None,
+    class_weights: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """Labels, strengths and conditioning weights as tensors, each checked against ``n``."""
     labels = torch.as_tensor(syn_labels, dtype=torch.int64).cpu()
     if labels.shape != (n,) or len(kinds) != n or len(recipes) != n:
         raise ValueError("syn_images, syn_labels, kinds and recipes must have the same length")
@@ -167,22 +195,21 @@ def synthetic_quality(
         strength_t = torch.as_tensor(strengths, dtype=torch.float32)
         if strength_t.shape != (n,):
             raise ValueError("need one strength per synthetic image")
-    other = None
+    weights = None
     if class_weights is not None:
         if class_weights.shape[0] != n:
             raise ValueError("need one class_weights row per synthetic image")
         weights = class_weights.detach().float().cpu()
-    predict = getattr(classifier, "predict_proba", None)
-    if predict is None:
-        raise TypeError("classifier needs a predict_proba(images) method")
-    probs = predict(syn_images) if n else torch.zeros(0, 1)
-    pred = probs.argmax(dim=1)
-    own = pred == labels
-    if class_weights is not None and n:
-        other = (weights.gather(1, pred[:, None])[:, 0] > 0) & ~own
-    is_id = torch.tensor([k == "id" for k in kinds], dtype=torch.bool)
-    out: dict[str, float] = {}
+    return labels, strength_t, weights
 
+
+def _id_rates(
+    out: dict[str, float],
+    probs: torch.Tensor,
+    own: torch.Tensor,
+    is_id: torch.Tensor,
+    strength_t: torch.Tensor | None,
+) -> None:
     _stats("quality/id", probs[is_id], out)
     if is_id.any():
         out["quality/id/own_class_rate"] = float(own[is_id].float().mean())
@@ -191,24 +218,33 @@ def synthetic_quality(
                 sel = is_id & torch.isclose(strength_t, torch.tensor(s))
                 out[f"quality/id/own_class_rate/s{s:.2f}"] = float(own[sel].float().mean())
 
-    ood = ~is_id
-    _stats("quality/near_ood", probs[ood], out)
-    if ood.any():
-        out["quality/near_ood/source_class_rate"] = float(own[ood].float().mean())
-        if other is not None:
-            out["quality/near_ood/other_class_rate"] = float(other[ood].float().mean())
-        for recipe in sorted({r for r, k in zip(recipes, kinds) if k == "near_ood"}):
-            sel = ood & torch.tensor([r == recipe for r in recipes], dtype=torch.bool)
-            prefix = f"quality/near_ood/{recipe_key(recipe)}"
-            _stats(prefix, probs[sel], out)
-            out[f"{prefix}/source_class_rate"] = float(own[sel].float().mean())
-            if other is not None:
-                out[f"{prefix}/other_class_rate"] = float(other[sel].float().mean())
 
-    if real_val_images is not None:
-        real = predict(real_val_images)
-        _stats("quality/real_val", real, out)
-        if real_val_labels is not None and real.shape[0]:
-            truth = torch.as_tensor(real_val_labels, dtype=torch.int64).cpu()
-            out["quality/real_val/accuracy"] = float((real.argmax(dim=1) == truth).float().mean())
-    return out
+def _near_ood_rates(
+    out: dict[str, float],
+    probs: torch.Tensor,
+    own: torch.Tensor,
+    other: torch.Tensor | None,
+    ood: torch.Tensor,
+    kinds: Sequence[str],
+    recipes: Sequence[str],
+) -> None:
+    _stats("quality/near_ood", probs[ood], out)
+    if not ood.any():
+        return
+    out["quality/near_ood/source_class_rate"] = float(own[ood].float().mean())
+    if other is not None:
+        out["quality/near_ood/other_class_rate"] = float(other[ood].float().mean())
+    for recipe in sorted({r for r, k in zip(recipes, kinds) if k == "near_ood"}):
+        sel = ood & torch.tensor([r == recipe for r in recipes], dtype=torch.bool)
+        prefix = f"quality/near_ood/{recipe_key(recipe)}"
+        _stats(prefix, probs[sel], out)
+        out[f"{prefix}/source_class_rate"] = float(own[sel].float().mean())
+        if other is not None:
+            out[f"{prefix}/other_class_rate"] = float(other[sel].float().mean())
+
+
+def _real_val(out: dict[str, float], real: torch.Tensor, labels: torch.Tensor | None) -> None:
+    _stats("quality/real_val", real, out)
+    if labels is not None and real.shape[0]:
+        truth = torch.as_tensor(labels, dtype=torch.int64).cpu()
+        out["quality/real_val/accuracy"] = float((real.argmax(dim=1) == truth).float().mean())

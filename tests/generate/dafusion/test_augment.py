@@ -8,15 +8,15 @@ from collections import Counter
 import pytest
 import torch
 
-from eibacl.generate.augment import (
+from eibacl.generate.backends.ddpm import DDPMBackend
+from eibacl.generate.dafusion.augment import (
     conditioning_weights,
     derive_seed,
     generate_synthetic_set,
     generation_settings,
 )
-from eibacl.generate.ddpm import DDPMBackend
-from eibacl.generate.grids import near_ood_grid_figure, variants_grid_figure
-from eibacl.generate.synthetic_set import SyntheticSet
+from eibacl.generate.dafusion.grids import near_ood_grid_figure, variants_grid_figure
+from eibacl.generate.dafusion.synthetic_set import SyntheticSet
 
 
 class RecordingBackend:
@@ -253,8 +253,8 @@ class GuidingBackend(RecordingBackend):
 
 
 def test_away_and_extrapolate_reach_the_backend_and_replay(tmp_path):
-    from eibacl.generate.augment import recipe_params_of
-    from eibacl.generate.recipes import RecipeParams
+    from eibacl.generate.dafusion.augment import recipe_params_of
+    from eibacl.generate.dafusion.recipes import RecipeParams
 
     backend = GuidingBackend()
     params = RecipeParams(extrapolate_factor=2.0)
@@ -292,7 +292,7 @@ def test_away_and_extrapolate_reach_the_backend_and_replay(tmp_path):
 
 def test_recipe_settings_key_a_set_only_when_used():
     common = dict(num_synthetic=1, strengths=[0.5], num_near_ood=1, guidance_scale=3.0, seed=0)
-    from eibacl.generate.recipes import RecipeParams
+    from eibacl.generate.dafusion.recipes import RecipeParams
 
     plain = generation_settings(near_ood_recipes=["class-mix"], **common)
     assert "extrapolate_factor" not in plain  # sets made before the recipe keep their key

@@ -353,10 +353,7 @@ def train_textual_inversion(
 
     comps["noise_scheduler"] = DDPMScheduler.from_config(comps["scheduler"].config)
     res = int(resolution or pipeline_resolution(vae, unet))
-    class_tokens = placeholder_tokens(class_names)
-    all_tokens = [t for tok in class_tokens for t in expand_token(tok, num_vectors)]
-    all_ids = add_placeholder_tokens(tokenizer, text_encoder, all_tokens, init_word)
-    class_ids = [all_ids[k * num_vectors : (k + 1) * num_vectors] for k in range(len(class_names))]
+    class_tokens, all_ids = _new_tokens(comps, class_names, num_vectors, init_word)
     start = time.perf_counter()
     inpainting = unet.config.in_channels == 9
     cache = encode_latents(vae, images, res, masks=masks, inpainting=inpainting, progress=progress)
@@ -365,18 +362,36 @@ def train_textual_inversion(
     settings = dict(steps=steps, lr=lr, batch_size=batch_size, seed=seed, progress=progress)
     settings |= dict(weight_decay=weight_decay, flip=flip)
     losses, seconds = _optimise(comps, cache, labels, prompts, all_ids, **settings)
-    weight = text_encoder.get_input_embeddings().weight
-    embeddings = {
-        tok: weight[ids].detach().float().cpu().clone() for tok, ids in zip(class_tokens, class_ids)
-    }
     return TextualInversionResult(
-        embeddings=embeddings,
+        embeddings=_learned(text_encoder, class_tokens, all_ids, num_vectors),
         class_tokens=class_tokens,
         losses=losses,
         micro_batches=steps * math.ceil(len(class_names) / max(1, batch_size)),
         seconds=seconds,
         encode_seconds=encode_seconds,
     )
+
+
+def _new_tokens(
+    comps: dict[str, Any], class_names: Sequence[str], num_vectors: int, init_word: str
+) -> tuple[list[str], list[int]]:
+    """One placeholder token per class (``num_vectors`` rows each), added to the tokenizer and
+    the text encoder; returns the class tokens and the ids of all their rows."""
+    class_tokens = placeholder_tokens(class_names)
+    all_tokens = [t for tok in class_tokens for t in expand_token(tok, num_vectors)]
+    ids = add_placeholder_tokens(comps["tokenizer"], comps["text_encoder"], all_tokens, init_word)
+    return class_tokens, ids
+
+
+def _learned(
+    text_encoder: Any, class_tokens: list[str], all_ids: list[int], num_vectors: int
+) -> dict[str, torch.Tensor]:
+    """Each class token's learned rows (num_vectors x D), copied to the CPU."""
+    weight = text_encoder.get_input_embeddings().weight
+    return {
+        tok: weight[all_ids[k * num_vectors : (k + 1) * num_vectors]].detach().float().cpu().clone()
+        for k, tok in enumerate(class_tokens)
+    }
 
 
 def _optimise(
