@@ -27,8 +27,8 @@ from eibacl.data.pool import UnlabelledPool, load_unlabelled_pool
 from eibacl.data.training_data import TrainingData, prepare_data
 from eibacl.device import resolve_device
 from eibacl.evaluate.ood_metrics import auroc
-from eibacl.generate.ddpm import DDPMBackend
-from eibacl.generate.ddpm_prior import (
+from eibacl.generate.backends.ddpm import DDPMBackend
+from eibacl.generate.backends.ddpm_prior import (
     RETRAIN_COMMAND,
     PriorSettings,
     cluster_sizes,
@@ -37,8 +37,8 @@ from eibacl.generate.ddpm_prior import (
     train_prior,
     training_key,
 )
-from eibacl.generate.grids import rows_grid_figure
-from eibacl.generate.judge import (
+from eibacl.generate.dafusion.grids import rows_grid_figure
+from eibacl.generate.judge.judge import (
     PRIMARY_SCORER,
     add_pool,
     closest_pairs_figure,

@@ -19,9 +19,9 @@ import time
 import torch
 from tqdm.auto import tqdm
 
-from eibacl.generate.ddpm import DDPMBackend, _make_schedulers, _to_unit
-from eibacl.generate.ddpm_prior import PseudoClasses
-from eibacl.generate.ddpm_training import LoopState, _step
+from eibacl.generate.backends.ddpm import DDPMBackend, _make_schedulers, _to_unit
+from eibacl.generate.backends.ddpm_prior import PseudoClasses
+from eibacl.generate.backends.ddpm_training import LoopState, _step
 
 log = logging.getLogger(__name__)
 INVERSION_LR = 1e-2  # Adam on rows of unit-variance entries (DA-Fusion: 5e-4 on CLIP's ~0.015)

@@ -10,9 +10,9 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from eibacl.config import ConfigError, PriorConfig
-from eibacl.generate import ddpm_training
-from eibacl.generate.ddpm import DDPMBackend
-from eibacl.generate.ddpm_prior import (
+from eibacl.generate.backends import ddpm_training
+from eibacl.generate.backends.ddpm import DDPMBackend
+from eibacl.generate.backends.ddpm_prior import (
     PriorError,
     PriorSettings,
     check_fits,
@@ -146,7 +146,7 @@ def test_a_prior_of_another_size_or_holding_a_held_out_class_is_refused(tiny_pri
 
 
 def test_prior_settings_key_ignores_the_time_budget():
-    from eibacl.generate.ddpm_prior import training_key
+    from eibacl.generate.backends.ddpm_prior import training_key
 
     assert training_key(PriorSettings(), "d", 32, 1) == training_key(
         PriorSettings(max_minutes=5), "d", 32, 1
