@@ -17,6 +17,7 @@ generator's gain over `none` minus the first generator's, i.e. mode[g] - mode[fi
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 from eibacl.config import needs_synthetic_set
 from eibacl.evaluate.comparison import GENERATOR_FAMILY, cell_label, effect_text
@@ -116,7 +117,7 @@ def _rq2(tests: list[dict], base: str, mode: str, headline: str) -> str:
     return f"{head} {headline} by {_figures(ood)}; {accuracy}."
 
 
-def _labeller(method: str, generator: str):
+def _labeller(method: str, generator: str) -> Callable[[str], str]:
     """mode -> its cell: labelled with the generator only where the mode reads it."""
     return lambda mode: cell_label(method, mode, generator if needs_synthetic_set(mode) else "")
 
