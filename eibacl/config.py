@@ -720,6 +720,7 @@ class MainConfig(
     """`main`: generate -> pretrain -> probe -> baseline, nested under one parent run."""
 
 
+COMPARE_GENERATORS = ("ddpm", "ddpm-prior", "stable-diffusion")  # compare's `generators`
 FOLDER_SPLITS = 5  # README "Repeated splits": t on 4 df where 2 splits give 1 and 3 give 2
 
 
@@ -734,6 +735,12 @@ class CompareParams:
     modes: str = param(
         ",".join(SYNTHETIC_MODES),
         "Synthetic modes to compare, comma-separated (each as in `synthetic`).",
+    )
+    generators: str = param(
+        "auto",
+        "Generators to compare, comma-separated: ddpm (no prior), ddpm-prior (generator_prior, "
+        "or default when it is none), stable-diffusion; modes that read the generator run once "
+        "per generator, the others once, shared. auto = the run's own generator settings.",
     )
     splits: str = param(
         "auto",
@@ -755,6 +762,7 @@ class CompareParams:
             _require(method in ("supcon", "ce"), "methods", self.methods, "use supcon and/or ce")
         for mode in self.modes.split(","):
             synthetic_components(mode, name="modes")
+        self.generator_names()
         fix = f"use a number >= 1, or auto (1 for fashion-mnist, {FOLDER_SPLITS} for folder data)"
         _require(_count_or_auto(self.splits), "splits", self.splits, fix)
         _require(
@@ -775,13 +783,28 @@ class CompareParams:
             return int(self.splits)
         return FOLDER_SPLITS if str(getattr(self, "data", "")).startswith("folder:") else 1
 
+    def generator_names(self) -> tuple[str, ...]:
+        """`generators` parsed: () for auto (the run's own settings), else the names."""
+        text = str(self.generators).strip()
+        if text == "auto":
+            return ()
+        names = tuple(part.strip() for part in text.split(","))
+        valid = f"auto or a comma list of {', '.join(COMPARE_GENERATORS)}"
+        for name in names:
+            _require(
+                name in COMPARE_GENERATORS, "generators", text, f"{name!r} is not one of {valid}"
+            )
+        duplicate = next((n for n in names if names.count(n) > 1), "")
+        _require(not duplicate, "generators", text, f"{duplicate!r} is named twice; name each once")
+        return names
+
     def cell_count(self) -> int:
-        return (
-            len(self.methods.split(","))
-            * len(self.modes.split(","))
-            * self.seeds
-            * (self.split_count())
-        )
+        """Cells of the grid: modes that read the generator count once per generator."""
+        per_mode = [
+            max(1, len(self.generator_names())) if needs_synthetic_set(mode) else 1
+            for mode in self.modes.split(",")
+        ]
+        return len(self.methods.split(",")) * sum(per_mode) * self.seeds * self.split_count()
 
 
 def _count_or_auto(value: Any) -> bool:

@@ -5,6 +5,12 @@ A cell is (method, synthetic mode); its runs differ in the training seed and, wi
 with the same (split, seed) share the split and the synthetic set, so differences between
 two cells are paired by (split, seed); with several splits the split is a block of the
 paired test (`stats.blocked_paired_test`).
+
+When `compare` runs several generators, a mode that reads the generator is one cell per
+generator, labelled `positives [ddpm-prior]`; the other modes are shared by every generator.
+The tests then come in Holm families (`family`): one per generator (the tests that
+generator would have alone: its cells and the shared ones), and `generators`: each
+generator-dependent cell against the first generator's.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ TABLE_METRICS = (
     "val/ood/near/knn/auroc",
     "val/ood/near/energy/auroc",
 )
+GENERATOR_FAMILY = "generators"  # the Holm family of the tests between generators
 
 
 @dataclass
@@ -51,15 +58,21 @@ class CellRun:
     metrics: dict[str, float]
     run_id: str = ""
     split: int = 0  # the split_seed the run was trained on
+    generator: str = ""  # label of the generator with several; "" for one, or a shared cell
 
     @property
     def cell(self) -> str:
-        return f"{self.method}/{self.mode}"
+        return cell_label(self.method, self.mode, self.generator)
 
     @property
     def pair(self) -> tuple[int, int]:
         """What pairs two cells' runs: the same split and the same training seed."""
         return (self.split, self.seed)
+
+
+def cell_label(method: str, mode: str, generator: str = "") -> str:
+    """'supcon/positives' with one generator, 'supcon/positives [ddpm-prior]' with several."""
+    return f"{method}/{mode}" + (f" [{generator}]" if generator else "")
 
 
 def aggregate(
@@ -85,16 +98,49 @@ def paired_comparisons(
 ) -> list[dict[str, float | str]]:
     """Every pair of modes within a method, and every pair of methods within a mode:
     difference (second minus first), its confidence interval and p-value over the
-    (split, seed) pairs, the split as a block (`blocks`: number of splits)."""
-    by_cell = runs_by_cell(runs)
+    (split, seed) pairs, the split as a block (`blocks`: number of splits). With several
+    generators, those tests per generator (`family`: its name; a test of two shared cells
+    is in each family) and each generator-dependent cell against the first generator's
+    (`family`: generators), Holm within each family."""
+    generators = list(dict.fromkeys(r.generator for r in runs if r.generator))
+    if not generators:
+        return with_holm(_tests(runs, _within_pairs(runs), metrics))
+    results = []
+    for generator in generators:
+        view = [r for r in runs if r.generator in ("", generator)]
+        tests = with_holm(_tests(view, _within_pairs(view), metrics))
+        results += [t | {"family": generator} for t in tests]
+    tests = with_holm(_tests(runs, generator_pairs(runs, generators), metrics))
+    return results + [t | {"family": GENERATOR_FAMILY} for t in tests]
+
+
+def _within_pairs(runs: list[CellRun]) -> list[tuple[str, str]]:
     methods = sorted({r.method for r in runs})
-    modes = list(dict.fromkeys(r.mode for r in runs))
-    pairs = [(f"{m}/{a}", f"{m}/{b}") for m in methods for a, b in itertools.combinations(modes, 2)]
-    pairs += [
-        (f"{a}/{mode}", f"{b}/{mode}")
-        for mode in modes
-        for a, b in itertools.combinations(methods, 2)
+    variants = list(dict.fromkeys(r.cell.split("/", 1)[1] for r in runs))
+    pairs = [
+        (f"{m}/{a}", f"{m}/{b}") for m in methods for a, b in itertools.combinations(variants, 2)
     ]
+    return pairs + [
+        (f"{a}/{v}", f"{b}/{v}") for v in variants for a, b in itertools.combinations(methods, 2)
+    ]
+
+
+def generator_pairs(runs: list[CellRun], generators: list[str]) -> list[tuple[str, str]]:
+    """(a cell of the first generator, the same cell of another generator) where both ran."""
+    cells = {r.cell for r in runs}
+    firsts = dict.fromkeys((r.method, r.mode) for r in runs if r.generator == generators[0])
+    return [
+        (cell_label(method, mode, generators[0]), cell_label(method, mode, other))
+        for other in generators[1:]
+        for method, mode in firsts
+        if cell_label(method, mode, other) in cells
+    ]
+
+
+def _tests(
+    runs: list[CellRun], pairs: list[tuple[str, str]], metrics: tuple[str, ...]
+) -> list[dict[str, float | str]]:
+    by_cell = runs_by_cell(runs)
     results = []
     for first, second in pairs:
         keys = sorted(set(by_cell.get(first, {})) & set(by_cell.get(second, {})))
@@ -105,7 +151,7 @@ def paired_comparisons(
                 continue
             test = blocked_paired_test(a, b, [split for split, _ in keys])
             results.append({"first": first, "second": second, "metric": metric} | test)
-    return with_holm(results)
+    return results
 
 
 def runs_by_cell(runs: list[CellRun]) -> dict[str, dict[tuple[int, int], CellRun]]:
@@ -170,15 +216,27 @@ def paired_tests_markdown(results: list[dict[str, float | str]]) -> str:
         "splits |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
+    families = any("family" in r for r in results)
+    if families:
+        lines[0] += FAMILY_NOTE
+        lines[2:4] = [lines[2] + " family |", lines[3] + "---|"]
     for r in results:
         effect = effect_text(str(r["metric"]), float(r["mean_diff"]))
         lines.append(
             f"| {r['first']} | {r['second']} | {r['metric']} | {effect} | "
             f"{r['mean_diff']:+.4f} | [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}] | "
             f"{r['p_value']:.3g} | {r.get('p_holm', np.nan):.3g} | {int(r['n'])} | "
-            f"{int(r.get('blocks', 1))} |"
+            f"{int(r.get('blocks', 1))} |" + (f" {r.get('family', '')} |" if families else "")
         )
     return "\n".join(lines) + "\n"
+
+
+FAMILY_NOTE = (
+    " With several generators, Holm runs within a `family` (and one metric): a generator's "
+    "family holds the tests it would have alone (its cells and the shared ones, so a test of "
+    "two shared cells is listed once per generator), `generators` each generator-dependent "
+    "cell against the first generator's."
+)
 
 
 def effect_text(metric: str, difference: float) -> str:

@@ -109,10 +109,13 @@ def table_latex(
 
 
 def paired_tests_latex(tests: list[dict], caption: str, label: str = "tab:paired-tests") -> str:
-    """One row per paired test of a thesis metric: difference, 95% CI, p and Holm's p."""
+    """One row per paired test of a thesis metric: difference, 95% CI, p and Holm's p (and
+    the Holm family, with several generators)."""
     rows = [t for t in tests if t["metric"] in LATEX_METRICS]
-    lines = _begin(caption, label, "lllrcrrr")
-    lines.append(r"first & second & metric & difference & 95\% CI & $p$ & $p$ (Holm) & $n$ \\")
+    families = any("family" in t for t in rows)
+    lines = _begin(caption, label, "lllrcrrr" + ("l" if families else ""))
+    header = r"first & second & metric & difference & 95\% CI & $p$ & $p$ (Holm) & $n$"
+    lines.append(header + (" & family" if families else "") + r" \\")
     lines.append(r"\midrule")
     for t in rows:
         metric = str(t["metric"])
@@ -126,7 +129,7 @@ def paired_tests_latex(tests: list[dict], caption: str, label: str = "tab:paired
             f"{t['p_value']:.3g}",
             f"{t.get('p_holm', math.nan):.3g}",
             str(int(t["n"])),
-        ]
+        ] + ([escape(t.get("family", ""))] if families else [])
         lines.append(" & ".join(cells) + r" \\")
     return "\n".join(lines + _end()) + "\n"
 

@@ -6,6 +6,10 @@ cells of one split share it, so results are paired by (split, seed), the split a
 the paired tests. Cells run in `workers` processes against the one store. Finished cell
 runs with the same parameters are reused, so an interrupted comparison continues where it
 stopped.
+
+With `generators` (e.g. ddpm,ddpm-prior), a mode that reads the generator (positives or
+negatives) runs once per generator, on that generator's synthetic set of the split; the
+other modes run once and are shared, so every cell stays paired by (split, seed).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import functools
 import logging
 
 from eibacl import names, tracking
-from eibacl.config import CompareConfig, ConfigError, needs_synthetic_set
+from eibacl.config import CompareConfig, ConfigError, GenerateConfig, needs_synthetic_set
 from eibacl.evaluate.answer import NO_OBJECT_METRICS, OBJECT_ACCURACY, study_answer
 from eibacl.evaluate.comparison import (
     TABLE_METRICS,
@@ -50,6 +54,7 @@ class Cell:
     mode: str
     split: int  # the split_seed
     seed: int
+    generator: str = ""  # a `generators` name; "" = the run's own settings (auto, shared)
 
 
 @dataclasses.dataclass
@@ -61,22 +66,59 @@ class CompareResult:
     answer: str
 
 
+def grid(config: CompareConfig) -> list[Cell]:
+    """Every cell, split-major: a mode that reads the generator once per generator."""
+    generators = config.generator_names() or ("",)
+    return [
+        Cell(method, mode, split, seed, generator)
+        for split in range(config.split_seed, config.split_seed + config.split_count())
+        for method in [m for m in config.methods.split(",") if m]
+        for mode in [m for m in config.modes.split(",") if m]
+        for generator in (generators if needs_synthetic_set(mode) else ("",))
+        for seed in range(config.seed, config.seed + config.seeds)
+    ]
+
+
+def synthetic_sets(config: CompareConfig, cells: list[Cell]) -> list[tuple[int, str]]:
+    """(split, generator) of each synthetic set the cells need; none with `synthetic_set`
+    (refused where one set cannot serve every split and generator)."""
+    sets = list(dict.fromkeys((c.split, c.generator) for c in cells if needs_synthetic_set(c.mode)))
+    if sets and config.synthetic_set and config.split_count() > 1:
+        raise ConfigError(
+            f"synthetic_set={config.synthetic_set} is one split's set, but "
+            f"splits={config.split_count()} needs one per split: leave synthetic_set empty "
+            "(each split makes or reuses its own)"
+        )
+    if sets and config.synthetic_set and config.generator_names():
+        raise ConfigError(
+            f"synthetic_set={config.synthetic_set} is a set made already, but "
+            f"generators={config.generators} makes one per generator: leave synthetic_set "
+            "empty, or use generators=auto"
+        )
+    return [] if config.synthetic_set else sets
+
+
+def generator_settings(config: GenerateConfig, name: str) -> dict[str, str]:
+    """The generate settings of a `generators` name ("" = the run's own: no change)."""
+    if name == "":
+        return {}
+    if name == "stable-diffusion":
+        return {"generator": "stable-diffusion", "generator_prior": "none"}
+    own = config.generator_prior.strip()
+    prior = "none" if name == "ddpm" else (own if own != "none" else "default")
+    return {"generator": "ddpm", "generator_prior": prior}
+
+
 def compare(config: CompareConfig) -> CompareResult:
     methods = [m for m in config.methods.split(",") if m]
     modes = [m for m in config.modes.split(",") if m]
-    seeds = [config.seed + i for i in range(config.seeds)]
-    splits = [config.split_seed + i for i in range(config.split_count())]
-    cells = [Cell(a, b, s, k) for s in splits for a in methods for b in modes for k in seeds]
+    cells = grid(config)
+    splits = sorted({c.split for c in cells})
+    sets = synthetic_sets(config, cells)
     auto = str(config.workers) == "auto"
     workers = auto_workers(len(cells), config.device) if auto else int(config.workers)
-    generated = [s for s in splits if any(needs_synthetic_set(m) for m in modes)]
-    if generated and config.synthetic_set and len(splits) > 1:
-        raise ConfigError(
-            f"synthetic_set={config.synthetic_set} is one split's set, but splits={len(splits)} "
-            "needs one per split: leave synthetic_set empty (each split makes or reuses its own)"
-        )
-    generated = [] if config.synthetic_set else generated
     quiet = config if workers == 1 else dataclasses.replace(config, progress=False)
+    labelled = len(config.generator_names()) > 1  # one generator keeps today's labels
     with tracking.start_run(run_name="compare", tags={names.ENTRY_TAG: "compare"}) as parent:
         tracking.log_params(dataclasses.asdict(config))
         log.info(
@@ -85,24 +127,30 @@ def compare(config: CompareConfig) -> CompareResult:
         multi = len(splits) > 1
 
         def tag(cell: Cell, run_id: str) -> None:
+            label = cell.generator if labelled else ""
             tracking.set_tags(
-                {cell_tag(cell.method, cell.mode, cell.seed, cell.split, multi): run_id}
+                {cell_tag(cell.method, cell.mode, cell.seed, cell.split, multi, label): run_id}
             )
 
         with WorkerPool(workers, parent.info.run_id) as pool:
-            pool.map(functools.partial(generate_split, quiet), generated)
+            pool.map(functools.partial(generate_split, quiet), sets)
             run_ids = pool.map(functools.partial(run_cell, quiet), cells, on_done=tag)
-        runs = [
-            CellRun(c.method, c.mode, c.seed, run_metrics(run_id), run_id, split=c.split)
-            for c, run_id in zip(cells, run_ids)
-        ]
+        runs = [cell_run(c, run_id, labelled) for c, run_id in zip(cells, run_ids)]
         table = aggregate(runs)
         tests = paired_comparisons(runs)
-        answer = study_answer(tests, methods, modes)
-        _log_outputs(config, runs, table, tests, answer, (len(seeds), len(splits)))
-        print(table_markdown(table, len(seeds), len(splits)))
+        generators = config.generator_names() if labelled else ()
+        answer = study_answer(tests, methods, modes, generators=generators)
+        _log_outputs(config, runs, table, tests, answer, (config.seeds, len(splits)))
+        print(table_markdown(table, config.seeds, len(splits)))
         print(answer)
         return CompareResult(runs, table, tests, parent.info.run_id, answer)
+
+
+def cell_run(cell: Cell, run_id: str, labelled: bool) -> CellRun:
+    """The finished cell's metrics, labelled with its generator when several are compared."""
+    label = cell.generator if labelled else ""
+    metrics = run_metrics(run_id)
+    return CellRun(cell.method, cell.mode, cell.seed, metrics, run_id, cell.split, label)
 
 
 def _log_outputs(
@@ -147,32 +195,47 @@ def settings_caption(config: CompareConfig, seeds: int, splits: int) -> str:
         f"{config.methods.replace(',', ', ')} x synthetic modes {config.modes.replace(',', ', ')} "
         f"on {config.data} ({config.shots} shots per class at {config.image_size} px; near-OOD "
         f"classes {config.ood_classes}); encoder {config.encoder}, {config.epochs} epochs, "
-        f"temperature {config.temperature}, alpha {config.alpha}, generator {config.generator}. "
+        f"temperature {config.temperature}, alpha {config.alpha}, {_generators_text(config)}. "
         f"Mean and sd over {seeds} seed(s) x {splits} split(s), [95% CI of the mean] (over "
         "splits when there are several); best mean per column in bold."
     )
 
 
+def _generators_text(config: CompareConfig) -> str:
+    names = config.generator_names()
+    return f"generators {', '.join(names)}" if names else f"generator {config.generator}"
+
+
 def cell_key(cell: str) -> str:
-    """'supcon/positives+negatives' -> 'supcon/positives_negatives' (a valid MLflow key)."""
-    return "/".join(key_part(part) for part in cell.split("/"))
+    """'supcon/positives+negatives' -> 'supcon/positives_negatives' (a valid MLflow key);
+    'supcon/positives [ddpm-prior]' -> 'supcon/positives/ddpm-prior'."""
+    cell, _, generator = cell.removesuffix("]").partition(" [")
+    return "/".join(key_part(part) for part in cell.split("/") + ([generator] if generator else []))
 
 
-def cell_tag(method: str, mode: str, seed: int, split: int = 0, multi: bool = False) -> str:
+def cell_tag(
+    method: str, mode: str, seed: int, split: int = 0, multi: bool = False, generator: str = ""
+) -> str:
     """Tag naming one cell run, e.g. eibacl.cell.supcon.positives_negatives.0 (one split),
-    eibacl.cell.supcon.positives_negatives.split1.0 (several)."""
+    eibacl.cell.supcon.positives_negatives.split1.0 (several),
+    eibacl.cell.supcon.positives.ddpm-prior.0 (several generators)."""
     where = f"split{split}." if multi else ""
-    return f"{names.CELL_TAG_PREFIX}{key_part(method)}.{key_part(mode)}.{where}{seed}"
+    which = f"{key_part(generator)}." if generator else ""
+    return f"{names.CELL_TAG_PREFIX}{key_part(method)}.{key_part(mode)}.{which}{where}{seed}"
 
 
-def generate_split(config: CompareConfig, split: int) -> str:
-    """Make (or reuse) the synthetic set of one split; returns the generate run's id."""
-    return generate_step(dataclasses.replace(config, split_seed=split))[0]
+def generate_split(config: CompareConfig, synthetic_set: tuple[int, str]) -> str:
+    """Make (or reuse) the synthetic set of one (split, generator); returns the generate
+    run's id."""
+    split, generator = synthetic_set
+    changes = generator_settings(config, generator)
+    return generate_step(dataclasses.replace(config, split_seed=split, **changes))[0]
 
 
 def run_cell(config: CompareConfig, cell: Cell) -> str:
     """Train and evaluate one cell (reusing a finished run); returns the evaluated run's id."""
     changes = {"synthetic": cell.mode, "seed": cell.seed, "split_seed": cell.split}
+    changes |= generator_settings(config, cell.generator)
     if cell.method == "supcon":
         pretrain_run, _ = pretrain_step(config, **changes)
         probe_run, _ = probe_step(config, pretrain_run, register=False)
