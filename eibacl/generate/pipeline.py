@@ -27,10 +27,12 @@ from eibacl import distributed, names, tracking
 from eibacl.config import GenerateConfig, GenerateRunConfig, strength_list
 from eibacl.data.far_ood import load_far_ood_set, resolve_far_ood
 from eibacl.data.logged import log_data
+from eibacl.data.pool import load_unlabelled_pool
 from eibacl.data.resize import resize_uint8
 from eibacl.data.training_data import TrainingData, prepare_data
 from eibacl.device import resolve_device
 from eibacl.generate.backends import load_backend, train_backend, work_size
+from eibacl.generate.backends.ddpm_inversion import prior_identity, say_prior
 from eibacl.generate.backends.protocol import GeneratorBackend
 from eibacl.generate.dafusion.augment import (
     conditioning_weights,
@@ -44,6 +46,8 @@ from eibacl.generate.dafusion.recipes import RecipeParams, parse_recipes, resolv
 from eibacl.generate.dafusion.synthetic_set import SyntheticSet, SyntheticSetKey, is_complete
 from eibacl.generate.judge.judge import (
     JUDGE_FILE,
+    Judge,
+    add_pool,
     closest_pairs_figure,
     fit_judge,
     judge_figure,
@@ -100,6 +104,9 @@ def generator_key(config: GenerateConfig, data: TrainingData) -> str:
     size = work_size(config, data)
     if size != data.imageset.image_size:  # keys of generators at the image size unchanged
         parts["generator_size"] = size
+    prior = prior_identity(config, data)
+    if prior is not None:  # keys of generators without a prior unchanged
+        parts |= prior
     if config.generator == "stable-diffusion":  # v2: sources at its size, one TI loop
         parts |= {f: getattr(config, f) for f in SD_FIELDS} | {"inputs": 2}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
@@ -242,7 +249,7 @@ def ensure_synthetic_set(
         "near_ood": sum(k == "near_ood" for k in kinds),
     }
     with distributed.primary_first():  # rank 0 computes it, the others read it
-        quality = _quality(folder, synthetic, data, device)
+        quality = _quality(folder, synthetic, data, device, memorisation_pool(config, data))
     return GenerateResult(
         folder,
         key.digest,
@@ -290,7 +297,11 @@ def _make_set(
 
 
 def _quality(
-    folder: Path, synthetic: SyntheticSet, data: TrainingData, device: torch.device
+    folder: Path,
+    synthetic: SyntheticSet,
+    data: TrainingData,
+    device: torch.device,
+    pool: torch.Tensor | None = None,
 ) -> dict[str, float]:
     """Quality and judge metrics, computed once per set and kept beside it (with the judge's
     per-image verdicts, `judge.npz`, and its histogram, `samples/judge_scores.png`)."""
@@ -315,14 +326,7 @@ def _quality(
         real_val_labels=data.val_y,
     )
     near_val_x = data.side("ood_val")[0]
-    judge = fit_judge(
-        data.train_x,
-        data.train_y,
-        data.val_x,
-        data.num_classes,
-        classifier=classifier,
-        near_val_x=near_val_x,
-    )
+    judge = _fitted_judge(data, classifier, near_val_x, pool)
     groups = synthetic_groups(
         synthetic.images, synthetic.labels, synthetic.kinds, synthetic.recipes, synthetic.strengths
     )
@@ -347,6 +351,32 @@ def _quality(
     except OSError:
         log.warning("could not write %s; quality will be recomputed next time", path)
     return quality
+
+
+def _fitted_judge(
+    data: TrainingData, classifier: Any, near_val_x: torch.Tensor, pool: torch.Tensor | None
+) -> Judge:
+    judge = fit_judge(
+        data.train_x,
+        data.train_y,
+        data.val_x,
+        data.num_classes,
+        classifier=classifier,
+        near_val_x=near_val_x,
+    )
+    if pool is not None:  # a prior's generator may reproduce the pool it learned from
+        add_pool(judge, pool)
+    return judge
+
+
+def memorisation_pool(config: GenerateConfig, data: TrainingData) -> torch.Tensor | None:
+    """The pool images a prior's synthetic images are checked against for near-duplicates
+    (`prior_pool`, the pool the shipped prior learned from at the defaults); None without
+    a prior or a pool."""
+    if prior_identity(config, data) is None:
+        return None
+    pool = load_unlabelled_pool(config.prior_pool, data.imageset, data.split)
+    return None if pool is None else pool.images
 
 
 def far_ood_images(data: TrainingData, limit: int = 1000) -> torch.Tensor | None:
@@ -437,6 +467,7 @@ def generate(config: GenerateRunConfig, nested: bool = False) -> GenerateResult:
         tracking.set_tags({names.PARAMS_TAG: digest})
         tracking.end_stale_runs("generate", digest)  # an earlier one killed with -9
         log_data(data)
+        tracking.set_tags({"eibacl.generator_prior": say_prior(config, data)})
         device = distributed.local_device(resolve_device(config.device))
         result = ensure_synthetic_set(config, data, device, progress=config.progress)
         result.run_id = run.info.run_id

@@ -71,6 +71,16 @@ def train_backend(
         from eibacl.generate.backends.stable_diffusion import reuse_embeddings
 
         return reuse_embeddings(config, names, device)
+    if config.generator == "ddpm":
+        from eibacl.generate.backends.ddpm_inversion import (
+            fit_on_prior,
+            prior_identity,
+            prior_of_run,
+        )
+
+        prior = prior_of_run(config, data, device) if prior_identity(config, data) else None
+        if prior is not None:
+            return _resized(fit_on_prior(prior, config, data, images, progress), config, data)
     backend = build_backend(config, data, device)
     if config.generator == "ddpm":
         from eibacl.generate.backends.estimate import say_estimate

@@ -13,15 +13,30 @@ on the learned rows as they do on a generator trained from scratch.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import time
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from tqdm.auto import tqdm
 
 from eibacl.generate.backends.ddpm import DDPMBackend, _make_schedulers, _to_unit
-from eibacl.generate.backends.ddpm_prior import PseudoClasses
+from eibacl.generate.backends.ddpm_prior import (
+    PRIOR_FILE,
+    Prior,
+    PseudoClasses,
+    check_fits,
+    load_prior,
+    resolve_prior,
+    shipped_prior,
+)
 from eibacl.generate.backends.ddpm_training import LoopState, _step
+
+if TYPE_CHECKING:
+    from eibacl.config import GenerateConfig
+    from eibacl.data.training_data import TrainingData
 
 log = logging.getLogger(__name__)
 INVERSION_LR = 1e-2  # Adam on rows of unit-variance entries (DA-Fusion: 5e-4 on CLIP's ~0.015)
@@ -135,3 +150,87 @@ def inversion_stats(
         "inversion/seconds": seconds,
         "inversion/row_change": float(moved.mean()),
     }
+
+
+def prior_of_run(config: GenerateConfig, data: TrainingData, device: torch.device) -> Prior | None:
+    """The prior `generator_prior` names for this run (checked against its data and split),
+    or None: `none`, or `default` where no prior ships for this data."""
+    from eibacl.generate.backends import work_size
+
+    source = str(data.split.params.get("data", ""))
+    size, channels = work_size(config, data), data.imageset.channels
+    folder = resolve_prior(config.generator_prior, source, size, channels)
+    if folder is None:
+        return None
+    prior = load_prior(folder, device=device)
+    held_out = list(data.split.ood_classes) + list(data.split.ood_val_classes)
+    check_fits(prior, size, channels, held_out)
+    return prior
+
+
+def fit_on_prior(
+    prior: Prior,
+    config: GenerateConfig,
+    data: TrainingData,
+    images: torch.Tensor,
+    progress: bool,
+) -> DDPMBackend:
+    """The run's generator: `prior` with one row per class learned on the training split."""
+    from eibacl.data.resize import resize_uint8
+
+    size = prior.backend.config.image_size
+    backend = invert(
+        prior.backend,
+        prior.pseudo,
+        resize_uint8(images, size) if images.shape[-1] != size else images,
+        data.train_y,
+        list(data.split.id_classes),
+        steps=config.inversion_steps,
+        seed=config.generator_seed,
+        progress=progress,
+    )
+    backend.config.inference_steps = config.inference_steps
+    backend.prior_info = {"folder": str(prior.folder), "fingerprint": prior.info["fingerprint"]}
+    return backend
+
+
+def prior_identity(config: GenerateConfig, data: TrainingData) -> dict[str, object] | None:
+    """What the generator key needs of the prior (its fingerprint and the inversion's steps),
+    without loading it or saying anything; None when the run uses no prior."""
+    from eibacl.generate.backends import work_size
+
+    if config.generator != "ddpm" or config.generator_prior.strip() == "none":
+        return None
+    if config.generator_prior.strip() == "default":
+        source = str(data.split.params.get("data", ""))
+        folder = shipped_prior(source, work_size(config, data), data.imageset.channels)
+        if folder is None:
+            return None
+    else:
+        folder = Path(config.generator_prior.strip()).expanduser()
+    try:
+        fingerprint = json.loads((folder / PRIOR_FILE).read_text())["fingerprint"]
+    except (OSError, ValueError, KeyError):
+        fingerprint = f"unreadable:{folder}"  # loading it names the problem
+    return {"prior": fingerprint, "inversion_steps": config.inversion_steps}
+
+
+def say_prior(config: GenerateConfig, data: TrainingData) -> str:
+    """One line on the prior this run's generator starts from; returns its folder or 'none'."""
+    from eibacl.generate.backends import work_size
+
+    if config.generator != "ddpm":
+        return "none"
+    source = str(data.split.params.get("data", ""))
+    size = work_size(config, data)
+    folder = resolve_prior(config.generator_prior, source, size, data.imageset.channels)
+    if folder is None:
+        return "none"
+    log.info(
+        "generator_prior: %s; %d class rows learned on the training split in %d steps, the "
+        "prior frozen",
+        folder,
+        data.num_classes,
+        config.inversion_steps,
+    )
+    return str(folder)

@@ -204,6 +204,7 @@ def save_prior(
 def load_prior(folder: Path, device: str | torch.device = "cpu") -> Prior:
     """The prior in `folder`; a missing or unreadable part is one error naming the path and
     the command that retrains it."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     folder = Path(folder)
@@ -215,7 +216,7 @@ def load_prior(folder: Path, device: str | torch.device = "cpu") -> Prior:
         info = json.loads((folder / PRIOR_FILE).read_text())
         backend = DDPMBackend.load(folder, device=device)
         pseudo = PseudoClasses(**load_file(str(folder / PSEUDO_FILE)))
-    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError) as exc:
         raise PriorError(folder, f"it cannot be read ({type(exc).__name__}: {exc})") from exc
     if pseudo.centroids.shape[0] != backend.config.num_classes:
         raise PriorError(folder, "its pseudo-class map and its DDPM disagree on the class count")

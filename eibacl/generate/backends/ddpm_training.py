@@ -81,30 +81,13 @@ def train_denoiser(
     comes first; the cosine decay follows whichever budget is further spent. The model is
     left holding the EMA weights.
     """
-    from diffusers.training_utils import EMAModel
-
     from eibacl.generate.backends.ddpm import _make_schedulers
 
     cfg, model, device = backend.config, backend.model, backend.device
     train_sched, _ = _make_schedulers(cfg)
-    n = data.shape[0]
     gen = torch.Generator(device="cpu").manual_seed(cfg.seed + 1)
     model.train()
-    # diffusers' EMA: the k-th update uses decay min(ema_decay, k / (9 + k)) (the first
-    # copies the weights), so short runs are usable; the saved/sampling weights are these.
-    ema = EMAModel(model.parameters(), decay=cfg.ema_decay)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    resumed = checkpoint is not None and checkpoint.is_file()
-    if resumed:
-        state = _load_checkpoint(checkpoint, model, opt, ema, gen)
-        log.info(
-            "ddpm training resumed at step %d of %d from %s",
-            state.step,
-            cfg.train_steps,
-            checkpoint,
-        )
-    else:
-        state = LoopState(order=torch.randperm(n, generator=gen))
+    opt, ema, state, resumed = _begin(cfg, model, data.shape[0], gen, checkpoint)
     budget_s = cfg.max_minutes * 60.0 if cfg.max_minutes else math.inf
     start = time.perf_counter() - state.seconds
     bar = tqdm(
@@ -116,18 +99,9 @@ def train_denoiser(
     )
     try:
         while state.step < cfg.train_steps and not (resumed and state.seconds > budget_s):
-            done = max(
-                state.step / max(cfg.train_steps, 1), (time.perf_counter() - start) / budget_s
-            )
-            factor = warmup_cosine_factor(state.step, cfg.warmup_steps, cfg.train_steps, done)
-            for group in opt.param_groups:
-                group["lr"] = cfg.lr * factor
+            _set_lr(opt, cfg, state.step, (time.perf_counter() - start) / budget_s)
             loss = _step(cfg, model, train_sched, data, targets, state, gen, device)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            ema.step(model.parameters())
+            _update(model, opt, ema, loss)
             state.losses.append(float(loss.item()))
             state.step += 1
             state.seconds = time.perf_counter() - start
@@ -136,6 +110,12 @@ def train_denoiser(
                 bar.set_postfix(loss=f"{loss.item():.4f}")
             if checkpoint is not None and state.step % checkpoint_every == 0:
                 _save_checkpoint(checkpoint, state, model, opt, ema, gen)
+                log.info(
+                    "ddpm training: step %d of %d, %.0f s",
+                    state.step,
+                    cfg.train_steps,
+                    state.seconds,
+                )
             if state.seconds > budget_s:
                 break
         if checkpoint is not None:
@@ -145,6 +125,41 @@ def train_denoiser(
         ema.copy_to(model.parameters())
         model.eval()
     return state
+
+
+def _begin(
+    cfg: Any, model: Any, n: int, gen: torch.Generator, checkpoint: Path | None
+) -> tuple[Any, Any, LoopState, bool]:
+    """Optimiser, EMA and loop state: fresh, or as the checkpoint left them."""
+    from diffusers.training_utils import EMAModel
+
+    # diffusers' EMA: the k-th update uses decay min(ema_decay, k / (9 + k)) (the first
+    # copies the weights), so short runs are usable; the saved/sampling weights are these.
+    ema = EMAModel(model.parameters(), decay=cfg.ema_decay)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if checkpoint is None or not checkpoint.is_file():
+        return opt, ema, LoopState(order=torch.randperm(n, generator=gen)), False
+    state = _load_checkpoint(checkpoint, model, opt, ema, gen)
+    log.info(
+        "ddpm training resumed at step %d of %d from %s", state.step, cfg.train_steps, checkpoint
+    )
+    return opt, ema, state, True
+
+
+def _set_lr(opt: Any, cfg: Any, step: int, time_spent: float) -> None:
+    """Warm-up, then cosine over whichever budget (steps or `max_minutes`) is further spent."""
+    done = max(step / max(cfg.train_steps, 1), time_spent)
+    factor = warmup_cosine_factor(step, cfg.warmup_steps, cfg.train_steps, done)
+    for group in opt.param_groups:
+        group["lr"] = cfg.lr * factor
+
+
+def _update(model: Any, opt: Any, ema: Any, loss: torch.Tensor) -> None:
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    ema.step(model.parameters())
 
 
 def _step(

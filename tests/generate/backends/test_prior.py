@@ -20,17 +20,7 @@ from eibacl.generate.backends.ddpm_prior import (
     load_prior,
 )
 from eibacl.generate.prior_run import run_prior
-from tests import tiny
-
-TINY_PRIOR = tiny.data(shots=4, val_per_class=4, test_per_class=5) | dict(
-    prior_steps=3, prior_classes=4, prior_samples=16, progress=False, device="cpu"
-)
-
-
-@pytest.fixture(scope="module")
-def tiny_prior(tmp_path_factory) -> tuple:
-    out = tmp_path_factory.mktemp("priors") / "tiny-prior"
-    return run_prior(PriorConfig(**TINY_PRIOR, prior_out=str(out))), out
+from tests.generate.conftest import TINY_PRIOR
 
 
 def test_prior_run_logs_and_writes_a_loadable_prior(tiny_prior, fresh_experiment):
@@ -58,13 +48,6 @@ def test_prior_run_logs_and_writes_a_loadable_prior(tiny_prior, fresh_experiment
     assert logged == {"samples/prior_samples.png", "samples/closest_pairs.png"}
     files = {f.path for f in MlflowClient().list_artifacts(result.run_id, "prior")}
     assert "prior/CARD.md" in files and "prior/model.safetensors" in files
-
-
-def test_a_rerun_reuses_the_finished_training(tiny_prior, tmp_path):
-    result, _ = tiny_prior
-    again = run_prior(PriorConfig(**TINY_PRIOR, prior_out=str(tmp_path / "again")))
-    assert again.key == result.key and again.steps == 3
-    assert again.seconds == pytest.approx(result.seconds)  # nothing trained again
 
 
 def _toy(n: int = 24) -> tuple[torch.Tensor, torch.Tensor]:
