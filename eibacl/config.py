@@ -302,7 +302,7 @@ class GenerateConfig(PoolConfig):
         "with its square).",
     )
     generator_prior: str = param(
-        "none",
+        "default",
         "Diffusion prior of generator=ddpm: default (the one shipped in priors/), none (learn "
         "everything from the shots), or a prior folder; with a prior only new class rows are "
         "learned on the shots, the UNet frozen.",

@@ -131,9 +131,9 @@ def test_away_needs_guidance_past_one(scale):
 
 
 def test_volatile_parameters_are_marked_once_and_leave_the_reuse_key_alone():
-    """progress/device/resume/register/checkpoint_every/system_metrics/workers change how a
-    run computes, not what: marked on the field, they are what the reuse digest ignores; every
-    other parameter changes it."""
+    """progress/device/resume/register/checkpoint_every/system_metrics/workers/max_minutes
+    change how a run computes, not what: marked on the field, they are what the reuse digest
+    ignores; every other parameter changes it."""
     from eibacl import tracking
     from eibacl.config import VOLATILE_PARAMS, ProbeConfig, volatile_fields
 
@@ -153,6 +153,7 @@ def test_volatile_parameters_are_marked_once_and_leave_the_reuse_key_alone():
         "checkpoint_every",
         "system_metrics",
         "workers",
+        "max_minutes",  # the prior's time budget: its training resumes across budgets
     }
     params = dataclasses.asdict(PretrainConfig())
     digest = tracking.params_digest(params, code="git:x")

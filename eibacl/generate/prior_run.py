@@ -216,6 +216,8 @@ def _card_info(
     split = data.split
     name = Path(config.prior_out).name if config.prior_out else key
     command = f"{RETRAIN_COMMAND} -P data={config.data} -P image_size={config.image_size}"
+    if config.max_minutes:
+        command += f" -P max_minutes={config.max_minutes:g}"
     return {
         "name": name,
         "data": config.data,

@@ -282,7 +282,7 @@ def card_text(info: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-SHIPPED = Path(__file__).resolve().parents[2] / "priors"  # the priors that ship with the project
+SHIPPED = Path(__file__).resolve().parents[3] / "priors"  # the priors that ship with the project
 
 
 def shipped_prior(data: str, size: int, channels: int) -> Path | None:
