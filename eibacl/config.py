@@ -303,9 +303,10 @@ class GenerateConfig(PoolConfig):
     )
     generator_prior: str = param(
         "default",
-        "Diffusion prior of generator=ddpm: default (the one shipped in priors/), none (learn "
-        "everything from the shots), or a prior folder; with a prior only new class rows are "
-        "learned on the shots, the UNet frozen.",
+        "Diffusion prior of generator=ddpm: default (the one shipped in priors/ for the data, "
+        "if any; none for stable-diffusion), none (learn everything from the shots), or a "
+        "prior folder; with a prior only new class rows are learned on the shots, the UNet "
+        "frozen.",
     )
     inversion_steps: int = param(
         300, "Steps that learn the class rows on the shots with the prior frozen (generator_prior)."
@@ -346,11 +347,11 @@ class GenerateConfig(PoolConfig):
             "use a factor in (0, 5] (1 = as far past the source as the other class is before it)",
         )
         _require(
-            self.generator == "ddpm" or self.generator_prior.strip() == "none",
+            self.generator == "ddpm" or self.generator_prior.strip() in ("none", "default"),
             "generator_prior",
             self.generator_prior,
             "a prior is for the embedded ddpm (Stable Diffusion brings its own): use -P "
-            "generator_prior=none with generator=stable-diffusion",
+            "generator_prior=none (or default, which is none for stable-diffusion)",
         )
         _require(
             self.generator_prior.strip() != "",
@@ -438,7 +439,7 @@ def unused_settings(params: Mapping[str, Any]) -> set[str]:
         unused |= {"synthetic_set", "synthetic_filter", "oversample"}
     if "retrieval" in used:
         unused -= {"num_synthetic", "prior_pool"}
-    else:  # only retrieval reads the pool until a prior does
+    else:  # of training runs only retrieval reads the pool (a prior reads it in generate)
         unused.add("prior_pool")
     if not used & set(VARIANT_COMPONENTS):
         unused |= {"alpha", "positive_mode"}

@@ -365,7 +365,7 @@ def _fitted_judge(
         near_val_x=near_val_x,
     )
     if pool is not None:  # a prior's generator may reproduce the pool it learned from
-        add_pool(judge, pool)
+        add_pool(judge, pool, calibration=data.val_x)
     return judge
 
 

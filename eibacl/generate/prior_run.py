@@ -192,7 +192,7 @@ def _judge_samples(
     images = sample(backend, rows, seed=10_000)
     near_val, _ = data.side("ood_val")
     judge = fit_judge(data.train_x, data.train_y, data.val_x, data.num_classes, near_val_x=near_val)
-    add_pool(judge, pool.images)
+    add_pool(judge, pool.images, calibration=data.val_x)
     scores = judge.scores(images)[PRIMARY_SCORER]
     real = judge.val_scores[PRIMARY_SCORER]
     tracking.log_figure(closest_pairs_figure(judge, images), "samples/closest_pairs.png")

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from eibacl.config import ConfigError, GenerateConfig
+from eibacl.config import ConfigError, GenerateConfig, validate
 from eibacl.data.imageset import ImageSet
 from eibacl.data.pool import load_unlabelled_pool
 from eibacl.data.splits import SIDES, Split
@@ -124,4 +124,4 @@ def test_folder_pool_bad_inputs_are_one_clear_line(tmp_path):
         load_unlabelled_pool(f"folder:{tmp_path}", imageset, split)
     for spec in ("folder:", "everything"):
         with pytest.raises(ConfigError, match="prior_pool="):
-            GenerateConfig(prior_pool=spec).validate()
+            validate(GenerateConfig(prior_pool=spec))

@@ -133,7 +133,7 @@ def test_two_generators_share_the_none_cells_and_label_the_rest(fresh_experiment
         for c in stand_in.trained
     }
     assert len(stand_in.trained) == len(trained) == 3 * 3  # none once, positives per generator
-    assert ("none", "", "none", 0) in trained  # the shared cell: the run's own settings
+    assert ("none", "", "default", 0) in trained  # the shared cell: the run's own settings
     assert ("positives", "ddpm", "default", 2) in trained
     assert list(result.table) == [
         "supcon/none",

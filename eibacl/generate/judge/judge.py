@@ -23,7 +23,9 @@ any generator (the embedded DDPM, Stable Diffusion) is judged the same way.
 - Memorisation: an image is a near-duplicate of a real one when its nearest training (or,
   once added with `add_pool`, pool) image lies at most as far, on L2-normalised features, as
   the closest `MEMORISED_QUANTILE` of real pairs: each training image's distance to its
-  nearest *other* training image, that low quantile (real near-duplicate pairs).
+  nearest *other* training image, that low quantile (real near-duplicate pairs); with a pool,
+  also no farther than that quantile of real validation images' distances to the nearest
+  training or pool image (the pool is denser than the shots).
 """
 
 from __future__ import annotations
@@ -201,13 +203,25 @@ def fit_judge(
     return judge
 
 
-def add_pool(judge: Judge, pool_images: torch.Tensor) -> None:
-    """Count near-duplicates of the unlabelled pool's images as memorised too (the threshold
-    stays the training set's)."""
+def add_pool(
+    judge: Judge, pool_images: torch.Tensor, calibration: torch.Tensor | None = None
+) -> None:
+    """Count near-duplicates of the unlabelled pool's images as memorised too.
+
+    A pool of thousands of images lies far denser than the few shots, so the training set's
+    threshold would call many *distinct* real images copies of some pool image. With
+    `calibration` (real images that are no copies, e.g. the ID validation images) the
+    threshold becomes the `MEMORISED_QUANTILE` of their distances to the nearest training or
+    pool image, if that is tighter: at the pool's density, as close as distinct real images
+    come."""
     feats = torch.nn.functional.normalize(judge.embed(pool_images), dim=1)
     assert judge.references is not None and judge.reference_feats is not None
     judge.references = torch.cat([judge.references, pool_images.to(judge.references.dtype)])
     judge.reference_feats = torch.cat([judge.reference_feats, feats])
+    if calibration is not None and len(calibration):
+        dists, _ = judge.closest_real(calibration)
+        dense = float(np.quantile(dists, MEMORISED_QUANTILE))
+        judge.memorised_threshold = min(judge.memorised_threshold, dense)
 
 
 def memorised(judge: Judge, images: torch.Tensor) -> np.ndarray:

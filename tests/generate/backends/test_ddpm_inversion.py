@@ -54,7 +54,8 @@ def test_inversion_learns_only_the_class_rows():
 
 
 GENERATE = tiny.data(shots=4, val_per_class=4, test_per_class=5) | tiny.generation(
-    inversion_steps=3
+    inversion_steps=3,
+    generator_seed=5,  # a generator of its own (the cache is per session)
 )
 
 
@@ -80,9 +81,10 @@ def test_default_prior_falls_back_in_one_line_where_none_ships(caplog, fresh_exp
     assert result.generator_dir == generate(GenerateRunConfig(**GENERATE)).generator_dir
 
 
-def test_a_prior_with_stable_diffusion_is_refused():
-    with pytest.raises(ConfigError, match="generator_prior='default' is invalid: a prior is for"):
-        GenerateRunConfig(generator="stable-diffusion", generator_prior="default")
+def test_a_prior_folder_with_stable_diffusion_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="generator_prior=.* is invalid: a prior is for"):
+        GenerateRunConfig(generator="stable-diffusion", generator_prior=str(tmp_path))
+    GenerateRunConfig(generator="stable-diffusion")  # default: no prior for SD, no error
 
 
 def test_a_missing_prior_folder_is_named(tmp_path, fresh_experiment):

@@ -72,6 +72,22 @@ def test_pool_images_count_once_added(judge):
         judge.reference_feats = judge.reference_feats[:-30]
 
 
+def test_a_dense_pool_tightens_the_threshold_to_distinct_real_images(judge):
+    pool, distinct = _noise(200, 11), _noise(40, 12)
+    threshold = judge.memorised_threshold
+    add_pool(judge, pool, calibration=distinct)
+    try:
+        dists, _ = judge.closest_real(distinct)
+        expected = min(threshold, float(np.quantile(dists, 0.05)))
+        assert judge.memorised_threshold == pytest.approx(expected)
+        assert memorised(judge, distinct).mean() <= 0.05 + 1 / 40  # the quantile, by design
+        assert memorised(judge, pool[:5].clone()).all()  # exact copies still count
+    finally:
+        judge.references = judge.references[:-200]
+        judge.reference_feats = judge.reference_feats[:-200]
+        judge.memorised_threshold = threshold
+
+
 def test_closest_pairs_grid_puts_the_copy_first(judge):
     train_x, _ = _data(40, 0)
     images = torch.cat([_noise(5, 9), train_x[3:4]])
