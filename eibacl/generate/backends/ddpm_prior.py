@@ -191,14 +191,20 @@ def save_prior(
     from safetensors.torch import save_file
 
     tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    backend.save(tmp)
-    save_file(pseudo.tensors(), str(tmp / PSEUDO_FILE))
     info = info | {"format_version": FORMAT_VERSION, "fingerprint": backend.fingerprint()}
-    (tmp / PRIOR_FILE).write_text(json.dumps(info, indent=2) + "\n")
-    (tmp / CARD_FILE).write_text(card_text(info))
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.rename(folder)
+    try:
+        shutil.rmtree(tmp, ignore_errors=True)
+        backend.save(tmp)
+        save_file(pseudo.tensors(), str(tmp / PSEUDO_FILE))
+        (tmp / PRIOR_FILE).write_text(json.dumps(info, indent=2) + "\n")
+        (tmp / CARD_FILE).write_text(card_text(info))
+        shutil.rmtree(folder, ignore_errors=True)
+        tmp.rename(folder)
+    except OSError as exc:
+        raise RuntimeError(
+            f"prior_out={folder}: cannot write the prior there ({exc}); give a writable "
+            "folder and run again (the training is kept in the cache and is not repeated)"
+        ) from exc
 
 
 def load_prior(folder: Path, device: str | torch.device = "cpu") -> Prior:

@@ -138,3 +138,13 @@ def test_prior_settings_key_ignores_the_time_budget():
         PriorSettings(steps=9), "d", 32, 1
     )
     assert json.dumps(PriorSettings().ddpm_hyper())  # plain values: written to prior.json
+
+
+def test_an_unwritable_prior_out_is_one_line_and_keeps_the_training(tiny_prior, tmp_path):
+    from eibacl.generate.backends.ddpm_prior import save_prior
+
+    prior = load_prior(tiny_prior[1])
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where a folder should go")
+    with pytest.raises(RuntimeError, match=r"prior_out=.*cannot write the prior there.*cache"):
+        save_prior(blocker / "prior", prior.backend, prior.pseudo, prior.info)
