@@ -34,7 +34,10 @@ def build_parser(config_cls: type, description: str) -> argparse.ArgumentParser:
             f"--{field.name}",
             type=field_type(field),
             default=field.default,
-            help=f"{field.metadata.get('help', '')} (default: {field.default!r})",
+            # argparse %-formats help text: a literal "%" in a field's help must be doubled.
+            help=(
+                f"{field.metadata.get('help', '')} (default: {field.default!r})".replace("%", "%%")
+            ),
         )
     return parser
 

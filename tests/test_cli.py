@@ -9,6 +9,7 @@ import pytest
 
 from eibacl.cli import parse_config, run_entry_point
 from eibacl.config import BaselineConfig, PretrainConfig, ProbeConfig, parse_bool, parse_int
+from eibacl.mlproject import ENTRY_POINTS, _config_class
 
 
 def test_mlflow_number_and_bool_formats():
@@ -154,3 +155,15 @@ def test_store_check_refuses_a_sqlite_store_it_cannot_write(tmp_path, monkeypatc
         holder.rollback()
         holder.close()
     assert "cannot be written (database is locked)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("entry", sorted(ENTRY_POINTS))
+def test_every_entry_points_help_prints(entry, capsys):
+    """`--help` formats every field's help (a bare "%" in one once crashed `compare --help`)."""
+    config_cls = _config_class(ENTRY_POINTS[entry][0])
+    with pytest.raises(SystemExit) as exited:
+        parse_config(config_cls, ["--help"])
+    assert exited.value.code == 0
+    printed = capsys.readouterr().out
+    for field in dataclasses.fields(config_cls):
+        assert f"--{field.name}" in printed
