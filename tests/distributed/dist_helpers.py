@@ -57,9 +57,34 @@ def leave_group() -> None:
         dist.destroy_process_group()
 
 
-def spawn(function: Callable[..., Any], world: int, *args: Any, timeout: float = 180) -> None:
+def spawn(
+    function: Callable[..., Any],
+    world: int,
+    *args: Any,
+    timeout: float = 180,
+    experiment: str | None = None,
+) -> None:
     """Run `function(rank, world, port, *args)` in `world` spawned processes; raise what a
-    child raised, or TimeoutError (the children are then killed)."""
+    child raised, or TimeoutError (the children are then killed).
+
+    With `experiment` (the fresh experiment the workers log to): a child killed by SIGABRT
+    before any run of `experiment` trained (gloo's start-up abort, as with `torchrun`) is
+    retried once on a new port, after its half-started runs are ended and deleted."""
+    from torch.multiprocessing import ProcessExitedException
+
+    try:
+        _spawn_once(function, world, args, timeout)
+    except ProcessExitedException as died:
+        if experiment is None or not _aborted_before_training(died, experiment):
+            raise
+        ended = end_half_started_runs(experiment)
+        print(
+            f"spawned group aborted at start-up; ended {len(ended)} half-started run(s); retrying"
+        )
+        _spawn_once(function, world, args, timeout)
+
+
+def _spawn_once(function: Callable[..., Any], world: int, args: tuple, timeout: float) -> None:
     import torch.multiprocessing as mp
 
     port = free_port()
@@ -75,6 +100,14 @@ def spawn(function: Callable[..., Any], world: int, *args: Any, timeout: float =
         for process in context.processes:
             if process.is_alive():
                 process.kill()
+
+
+def _aborted_before_training(died: Exception, experiment: str) -> bool:
+    from eibacl.names import TRAIN_LOSS
+
+    aborted = STARTUP_ABORT.search(str(died)) is not None
+    trained = any(TRAIN_LOSS in run.data.metrics for run in _experiment_runs(experiment))
+    return aborted and not trained
 
 
 # What a worker that died in gloo's start-up leaves in torchrun's output (rank 1 aborted

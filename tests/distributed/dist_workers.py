@@ -150,3 +150,13 @@ def generate_worker(rank: int, world: int, port: int, out_dir: str, config: dict
     record = {"set_dir": str(result.set_dir), "key": result.key, "run_id": result.run_id}
     torch.save(record | {"counts": result.counts}, Path(out_dir) / f"rank{rank}.pt")
     leave_group()
+
+
+def abort_once_worker(rank: int, world: int, port: int, marker: str) -> None:
+    """Rank 1 dies by SIGABRT the first time (the marker file records it), as a gloo
+    start-up abort does; every later launch returns at once."""
+    import os
+
+    if rank == 1 and not Path(marker).exists():
+        Path(marker).touch()
+        os.abort()

@@ -71,7 +71,7 @@ def ddp_runs(tmp_path_factory, mlflow_home: Path, make_experiment, noise_far_ood
     out = tmp_path_factory.mktemp("ddp")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_EXPERIMENT_NAME", name)
-        spawn(training_worker, 2, str(out), TINY, noise_far_ood, timeout=300)
+        spawn(training_worker, 2, str(out), TINY, noise_far_ood, timeout=300, experiment=name)
     ranks = [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(2)]
     return {"experiment": name, "ranks": ranks}
 
