@@ -75,7 +75,7 @@ def spawn(
     try:
         _spawn_once(function, world, args, timeout)
     except ProcessExitedException as died:
-        if experiment is None or not _aborted_before_training(died, experiment):
+        if experiment is None or not aborted_before_training(str(died), experiment):
             raise
         ended = end_half_started_runs(experiment)
         print(
@@ -102,14 +102,6 @@ def _spawn_once(function: Callable[..., Any], world: int, args: tuple, timeout: 
                 process.kill()
 
 
-def _aborted_before_training(died: Exception, experiment: str) -> bool:
-    from eibacl.names import TRAIN_LOSS
-
-    aborted = STARTUP_ABORT.search(str(died)) is not None
-    trained = any(TRAIN_LOSS in run.data.metrics for run in _experiment_runs(experiment))
-    return aborted and not trained
-
-
 # What a worker that died in gloo's start-up leaves in torchrun's output (rank 1 aborted
 # before training: "terminate called without an active exception", then SIGABRT).
 STARTUP_ABORT = re.compile(
@@ -129,7 +121,7 @@ def torchrun(
     """`torchrun --nproc-per-node nproc <repo>/script args` on loopback, run in `cwd`.
 
     With `experiment` (the experiment the run logs to, fresh for the test): a launch that
-    aborted in start-up before any training (`aborted_at_startup`) is retried once, after
+    aborted in start-up before any training (`aborted_before_training`) is retried once, after
     its half-started runs are ended and deleted (so the test's run counts hold); any other
     failure, and a second abort, raise."""
 
@@ -137,7 +129,11 @@ def torchrun(
         return _launch_torchrun(script, args, env, cwd, nproc, timeout)
 
     done = launch()
-    if done.returncode != 0 and experiment and aborted_at_startup(done, experiment):
+    if (
+        done.returncode != 0
+        and experiment
+        and aborted_before_training(f"{done.stdout}\n{done.stderr}", experiment)
+    ):
         ended = end_half_started_runs(experiment)
         print(f"torchrun aborted at start-up; ended {len(ended)} half-started run(s); retrying")
         done = launch()
@@ -179,12 +175,13 @@ def _experiment_runs(experiment: str) -> list:
     return MlflowClient().search_runs([found.experiment_id], max_results=100)
 
 
-def aborted_at_startup(done: subprocess.CompletedProcess, experiment: str) -> bool:
-    """The launch failed with the start-up abort's signature and trained nothing: no run of
-    `experiment` holds a training loss (the data's metrics come before training)."""
+def aborted_before_training(output: str, experiment: str) -> bool:
+    """`output` (torchrun's streams, or the spawned group's error) shows the start-up abort's
+    signature and nothing trained: no run of `experiment` holds a training loss (the data's
+    metrics come before training)."""
     from eibacl.names import TRAIN_LOSS
 
-    aborted = STARTUP_ABORT.search(f"{done.stdout}\n{done.stderr}") is not None
+    aborted = STARTUP_ABORT.search(output) is not None
     trained = any(TRAIN_LOSS in run.data.metrics for run in _experiment_runs(experiment))
     return aborted and not trained
 

@@ -41,10 +41,10 @@ def _active_runs(experiment: str) -> list:
 
 def test_a_startup_abort_is_one_that_trained_nothing(fresh_experiment):
     _start_run(fresh_experiment, {"data/train_images": 40.0})  # data metrics come first
-    assert dist_helpers.aborted_at_startup(_done(1, ABORT), fresh_experiment)
-    assert not dist_helpers.aborted_at_startup(_done(1, "ValueError: boom"), fresh_experiment)
+    assert dist_helpers.aborted_before_training(ABORT, fresh_experiment)
+    assert not dist_helpers.aborted_before_training("ValueError: boom", fresh_experiment)
     _start_run(fresh_experiment, {"train/loss": 4.0})  # training had started
-    assert not dist_helpers.aborted_at_startup(_done(1, ABORT), fresh_experiment)
+    assert not dist_helpers.aborted_before_training(ABORT, fresh_experiment)
 
 
 def test_half_started_runs_are_ended_and_deleted_finished_ones_kept(fresh_experiment):
